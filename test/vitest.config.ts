@@ -2,6 +2,7 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
+    root: new URL("..", import.meta.url).pathname,
     include: ["test/unit/**/*.test.ts", "test/e2e/**/*.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
