@@ -1,0 +1,218 @@
+import { create } from "@bufbuild/protobuf";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createWritableIterable } from "@connectrpc/connect/protocol";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  DiscoveryService,
+  StreamRequestSchema,
+  type FleetHealth,
+  type Report,
+  type StreamRequest,
+} from "../../../proto/gen/gateway/v1/discovery_pb.js";
+import type { Snapshot } from "../../../proto/gen/gateway/v1/snapshot_pb.js";
+
+/** What the discovery client needs from the rest of the data plane. */
+export interface DiscoveryHandlers {
+  /** Applies a snapshot; throws (with a message for the NACK) to refuse it. */
+  applySnapshot(snapshot: Snapshot): void;
+  /** Version currently served (0 if none), sent in Hello so an up-to-date node gets no push. */
+  appliedVersion(): bigint;
+  /** The fleet's verdicts and load. */
+  onFleetHealth?(health: FleetHealth): void;
+  /** Builds the periodic report. */
+  buildReport?(): Report;
+  /** Connection state changes, for logs, health endpoint and metrics. */
+  onState?(state: { connected: boolean; url: string; error?: string }): void;
+}
+
+/** Options of the discovery client. */
+export interface DiscoveryClientOptions {
+  /** Control-plane URLs; tried in turn when one fails. */
+  readonly urls: readonly string[];
+  readonly nodeId: string;
+  readonly token: string;
+  readonly labels?: Record<string, string>;
+  readonly softwareVersion: string;
+  readonly reportIntervalMs?: number;
+  readonly minBackoffMs?: number;
+  readonly maxBackoffMs?: number;
+}
+
+/**
+ * The data plane's end of the discovery stream: Hello, then apply each push and answer ACK/NACK,
+ * send reports, and when the stream breaks reconnect with jittered exponential backoff (to the
+ * next URL), resyncing from the version still being served. It never stops on its own: a data plane
+ * keeps serving its last good snapshot for as long as the control plane is away.
+ */
+export class DiscoveryClient {
+  private readonly clients: Client<typeof DiscoveryService>[];
+  private readonly abort = new AbortController();
+  private running: Promise<void> | undefined;
+  private connected = false;
+  private lastError = "";
+  private lastContactMs = 0;
+
+  constructor(
+    private readonly opts: DiscoveryClientOptions,
+    private readonly handlers: DiscoveryHandlers,
+  ) {
+    if (opts.urls.length === 0) throw new Error("at least one control-plane URL is required");
+    this.clients = opts.urls.map((baseUrl) =>
+      createClient(
+        DiscoveryService,
+        createGrpcTransport({
+          baseUrl,
+          // HTTP/2 keep-alive pings are off by default; without them a dead control plane behind a
+          // silent network is only noticed by the next write.
+          pingIntervalMs: 10_000,
+          pingTimeoutMs: 5_000,
+          readMaxBytes: 512 * 1024 * 1024,
+        }),
+      ),
+    );
+  }
+
+  /** Starts the connect loop. */
+  start(): void {
+    this.running ??= this.loop();
+  }
+
+  /** Connection status for health endpoints. */
+  status(): { connected: boolean; lastError: string; lastContactMs: number } {
+    return { connected: this.connected, lastError: this.lastError, lastContactMs: this.lastContactMs };
+  }
+
+  /** Stops the loop and closes the stream. */
+  async close(): Promise<void> {
+    this.abort.abort();
+    await this.running?.catch(() => undefined);
+  }
+
+  private async loop(): Promise<void> {
+    const min = this.opts.minBackoffMs ?? 200;
+    const max = this.opts.maxBackoffMs ?? 10_000;
+    let failures = 0;
+    let index = 0;
+    while (!this.abort.signal.aborted) {
+      const url = this.opts.urls[index % this.opts.urls.length];
+      const client = this.clients[index % this.clients.length];
+      const gotSnapshot = await this.session(client, url).catch((err: unknown) => {
+        this.lastError = err instanceof Error ? err.message : String(err);
+        return false;
+      });
+      if (this.connected) {
+        this.connected = false;
+        this.handlers.onState?.({ connected: false, url, error: this.lastError });
+      }
+      if (this.abort.signal.aborted) break;
+      // A session that got at least one push counts as success: restart backoff from the bottom.
+      failures = gotSnapshot ? 0 : failures + 1;
+      index++;
+      // Full jitter: spreads reconnects of a whole fleet after a control-plane restart.
+      const ceiling = Math.min(max, min * 2 ** Math.min(failures, 16));
+      await sleep(Math.random() * ceiling, this.abort.signal);
+    }
+  }
+
+  /** One stream's lifetime. Resolves true if at least one snapshot arrived. */
+  private async session(client: Client<typeof DiscoveryService>, url: string): Promise<boolean> {
+    const requests = createWritableIterable<StreamRequest>();
+    const ctrl = new AbortController();
+    const onAbort = () => ctrl.abort();
+    this.abort.signal.addEventListener("abort", onAbort, { once: true });
+    let reportTimer: NodeJS.Timeout | undefined;
+    let got = false;
+    const send = (msg: StreamRequest) => {
+      // write() resolves when the transport consumed the message; a closed stream rejects, which
+      // the response loop reports, so the rejection itself carries no news.
+      requests.write(msg).catch(() => undefined);
+    };
+    try {
+      send(
+        create(StreamRequestSchema, {
+          kind: {
+            case: "hello",
+            value: {
+              nodeId: this.opts.nodeId,
+              labels: this.opts.labels ?? {},
+              softwareVersion: this.opts.softwareVersion,
+              lastAppliedVersion: this.handlers.appliedVersion(),
+            },
+          },
+        }),
+      );
+      const responses = client.stream(requests, {
+        signal: ctrl.signal,
+        headers: { authorization: `Bearer ${this.opts.token}` },
+      });
+      const interval = this.opts.reportIntervalMs ?? 5_000;
+      if (this.handlers.buildReport !== undefined) {
+        const build = this.handlers.buildReport;
+        const tick = () => {
+          send(create(StreamRequestSchema, { kind: { case: "report", value: build() } }));
+          // Jitter keeps a fleet's reports from arriving in lockstep.
+          reportTimer = setTimeout(tick, interval * (0.8 + Math.random() * 0.4));
+        };
+        reportTimer = setTimeout(tick, interval * Math.random());
+      }
+      for await (const res of responses) {
+        this.lastContactMs = Date.now();
+        if (!this.connected) {
+          this.connected = true;
+          this.lastError = "";
+          this.handlers.onState?.({ connected: true, url });
+        }
+        switch (res.kind.case) {
+          case "snapshot": {
+            const snap = res.kind.value;
+            got = true;
+            try {
+              this.handlers.applySnapshot(snap);
+              send(create(StreamRequestSchema, { kind: { case: "ack", value: { version: snap.version, nonce: res.nonce } } }));
+            } catch (err) {
+              send(
+                create(StreamRequestSchema, {
+                  kind: {
+                    case: "nack",
+                    value: {
+                      version: snap.version,
+                      nonce: res.nonce,
+                      error: err instanceof Error ? err.message : String(err),
+                      appliedVersion: this.handlers.appliedVersion(),
+                    },
+                  },
+                }),
+              );
+            }
+            break;
+          }
+          case "fleetHealth":
+            this.handlers.onFleetHealth?.(res.kind.value);
+            break;
+          default:
+            break;
+        }
+      }
+      this.lastError = "stream ended by the control plane";
+      return got;
+    } finally {
+      if (reportTimer !== undefined) clearTimeout(reportTimer);
+      requests.close();
+      ctrl.abort();
+      this.abort.signal.removeEventListener("abort", onAbort);
+    }
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

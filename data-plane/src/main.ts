@@ -1,0 +1,79 @@
+import type { Logger } from "pino";
+import { LiveConfig } from "./config/live.js";
+import { DiscoveryClient } from "./discovery/client.js";
+import { createProxyHandler } from "./proxy/handler.js";
+import { PoolRegistry } from "./proxy/pools.js";
+import { listenProxy } from "./proxy/server.js";
+
+/** Options of a data-plane process. */
+export interface DataPlaneOptions {
+  readonly host: string;
+  readonly port: number;
+  /** Control-plane URLs (several for HA; tried in turn). */
+  readonly controlPlanes: readonly string[];
+  readonly nodeId: string;
+  readonly token: string;
+  readonly labels?: Record<string, string>;
+  readonly softwareVersion: string;
+  readonly log: Logger;
+  /** How long in-flight requests may run after SIGTERM before they are cut. */
+  readonly drainMs?: number;
+}
+
+/** A running data plane. */
+export interface DataPlane {
+  readonly url: string;
+  readonly live: LiveConfig;
+  readonly discovery: DiscoveryClient;
+  close(): Promise<void>;
+}
+
+/** Starts a data plane: the proxy listener and the discovery stream. */
+export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane> {
+  const log = opts.log;
+  const pools = new PoolRegistry();
+  const live = new LiveConfig(pools);
+  const abort = new AbortController();
+  const handler = createProxyHandler({ live, signal: abort.signal });
+  const server = await listenProxy(opts.host, opts.port, handler);
+
+  const discovery = new DiscoveryClient(
+    {
+      urls: opts.controlPlanes,
+      nodeId: opts.nodeId,
+      token: opts.token,
+      labels: opts.labels,
+      softwareVersion: opts.softwareVersion,
+    },
+    {
+      appliedVersion: () => live.version,
+      applySnapshot: (snapshot) => {
+        try {
+          live.apply(snapshot);
+          log.info({ version: String(snapshot.version), resources: snapshot.resources.length }, "applied snapshot");
+        } catch (err) {
+          log.warn({ version: String(snapshot.version), err: (err as Error).message }, "refused snapshot; still serving the previous one");
+          throw err;
+        }
+      },
+      onState: ({ connected, url, error }) => {
+        if (connected) log.info({ controlPlane: url }, "connected to control plane");
+        else log.warn({ controlPlane: url, error }, "lost control plane; serving the last applied configuration");
+      },
+    },
+  );
+  discovery.start();
+  const url = `http://${opts.host.includes(":") ? `[${opts.host}]` : opts.host}:${server.address.port}`;
+  log.info({ url, nodeId: opts.nodeId, controlPlanes: opts.controlPlanes }, "data plane listening");
+
+  return {
+    url,
+    live,
+    discovery,
+    async close() {
+      await server.close(opts.drainMs ?? 30_000, abort);
+      await discovery.close();
+      await pools.close();
+    },
+  };
+}
