@@ -18,7 +18,7 @@ export interface RequestView {
   /**
    * Claim by dotted path from the request's JWT, only when its signature and expiry verified with the
    * tenant's keys; undefined otherwise. Verification is async, so the proxy resolves it before
-   * evaluating expressions that need it (see CompiledExpression.needsJwt).
+   * evaluating expressions that need it (see CompiledMatch.needsJwt).
    */
   jwtClaim(path: string): unknown;
   /** Client address (socket address, or from X-Forwarded-For past trusted proxies). */
