@@ -118,6 +118,7 @@ export class DiscoveryServer implements ServiceImpl<typeof DiscoveryService> {
     const onAbort = () => stop.abort();
     ctx.signal.addEventListener("abort", onAbort, { once: true });
 
+    let readerError: string | undefined;
     const reader = (async () => {
       for (;;) {
         const r = await it.next();
@@ -153,12 +154,15 @@ export class DiscoveryServer implements ServiceImpl<typeof DiscoveryService> {
         }
       }
     })().finally(() => stop.abort());
-    reader.catch(() => undefined);
+    reader.catch((err: unknown) => {
+      readerError = err instanceof Error ? err.message : String(err);
+    });
 
     const unwatch = this.cache.watch((s) => outbox.putSnapshot(s));
     const current = this.cache.current();
-    // A node that already serves the current version (e.g. after a control-plane restart) needs no push.
-    if (hello.lastAppliedVersion !== current.version) outbox.putSnapshot(current);
+    // A node that already serves the current version (e.g. after a control-plane restart) needs no
+    // push; a node with nothing yet gets even an empty configuration, so it can answer 404, not 503.
+    if (hello.lastAppliedVersion !== current.version || current.version === 0n) outbox.putSnapshot(current);
 
     let reason = "stream closed";
     try {
@@ -169,7 +173,7 @@ export class DiscoveryServer implements ServiceImpl<typeof DiscoveryService> {
           reason = "replaced by a newer stream of the same node";
           break;
         }
-        if ("resources" in next) {
+        if (next.$typeName === "gateway.v1.Snapshot") {
           const nonce = randomBytes(8).toString("hex");
           // Only the newest push can be acknowledged meaningfully; older nonces become stale.
           sent.clear();
@@ -179,9 +183,9 @@ export class DiscoveryServer implements ServiceImpl<typeof DiscoveryService> {
           yield next;
         }
       }
-      await reader.catch((err: unknown) => {
-        reason = err instanceof Error ? err.message : String(err);
-      });
+      // The reader is not awaited: a replaced stream's client may never send again, and the
+      // transport ends the request side when this generator returns.
+      if (readerError !== undefined) reason = readerError;
     } finally {
       unwatch();
       ctx.signal.removeEventListener("abort", onAbort);

@@ -122,13 +122,23 @@ class PathTable<T extends RouteSpec> {
       if (node === undefined) break;
       if (node.prefix !== undefined && depth < stack.length) stack[depth++] = node;
     }
+    // Candidates from most to least specific; the first that allows the method wins, else the
+    // most specific refusal answers 405.
+    let firstRefusal: MethodNotAllowed | undefined;
     if (node !== undefined && i === pathEnd) {
-      if (node.exact !== undefined) return node.exact.pick(method);
+      if (node.exact !== undefined) {
+        const picked = node.exact.pick(method);
+        if (!(picked instanceof MethodNotAllowed)) return picked;
+        firstRefusal = picked;
+      }
       // "/api/*" also serves "/api".
       const slashChild = node.children?.get(SLASH);
-      if (slashChild?.prefix !== undefined) return slashChild.prefix.pick(method);
+      if (slashChild?.prefix !== undefined) {
+        const picked = slashChild.prefix.pick(method);
+        if (!(picked instanceof MethodNotAllowed)) return picked;
+        firstRefusal ??= picked;
+      }
     }
-    let firstRefusal: MethodNotAllowed | undefined;
     while (depth > 0) {
       const slot = stack[--depth].prefix!;
       const picked = slot.pick(method);
