@@ -4,6 +4,9 @@ import { DiscoveryClient } from "./discovery/client.js";
 import { createProxyHandler } from "./proxy/handler.js";
 import { PoolRegistry } from "./proxy/pools.js";
 import { listenProxy } from "./proxy/server.js";
+import { openCountryDb } from "./split/geo.js";
+import { CidrSet } from "./split/ip.js";
+import type { RequestViewEnv } from "./split/incoming-request-view.js";
 
 /** Options of a data-plane process. */
 export interface DataPlaneOptions {
@@ -18,6 +21,13 @@ export interface DataPlaneOptions {
   readonly log: Logger;
   /** How long in-flight requests may run after SIGTERM before they are cut. */
   readonly drainMs?: number;
+  /**
+   * Proxies whose X-Forwarded-For is believed when computing the client address (remote_addr,
+   * ipmatch, geo_country, client_ip hashing). Without them the socket address is the client.
+   */
+  readonly trustedProxies?: readonly string[];
+  /** MaxMind-format country database for geo_country. */
+  readonly geoDbPath?: string;
 }
 
 /** A running data plane. */
@@ -34,7 +44,11 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
   const pools = new PoolRegistry();
   const live = new LiveConfig(pools);
   const abort = new AbortController();
-  const handler = createProxyHandler({ live, signal: abort.signal });
+  const env: RequestViewEnv = {
+    trustedProxies: opts.trustedProxies?.length ? CidrSet.parse(opts.trustedProxies, "trusted-proxies") : undefined,
+    geo: opts.geoDbPath !== undefined ? await openCountryDb(opts.geoDbPath, "geo-db") : undefined,
+  };
+  const handler = createProxyHandler({ live, env, signal: abort.signal });
   const server = await listenProxy(opts.host, opts.port, handler);
 
   const discovery = new DiscoveryClient(

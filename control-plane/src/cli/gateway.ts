@@ -37,6 +37,8 @@ const DATA_PLANE_FLAGS: FlagSpec[] = [
   { name: "token", value: "T", help: "Node token of the control plane", env: "GATEWAY_NODE_TOKEN" },
   { name: "label", value: "K=V", help: "Label reported to the control plane; repeatable", repeated: true },
   { name: "drain-ms", value: "MS", help: "How long in-flight requests may finish after SIGTERM", default: "30000" },
+  { name: "trusted-proxies", value: "CIDR[,CIDR]", help: "Proxies whose X-Forwarded-For is trusted for the client address; repeatable", repeated: true },
+  { name: "geo-db", value: "PATH", help: "MaxMind-format (.mmdb) country database for geo_country" },
   LOG_FLAG,
 ];
 
@@ -67,7 +69,7 @@ function logger(flags: ParsedFlags, name: string): Logger {
   if (!["trace", "debug", "info", "warn", "error", "fatal", "silent"].includes(level)) {
     throw new UsageError(`--log-level: must be trace, debug, info, warn, error or silent, got "${level}"`);
   }
-  return pino({ level, base: { component: name } });
+  return pino({ level, base: { pid: process.pid, component: name } });
 }
 
 function positiveInt(flag: string, value: string): number {
@@ -129,6 +131,8 @@ async function main(argv: string[]): Promise<void> {
         labels,
         softwareVersion: SOFTWARE_VERSION,
         drainMs: positiveInt("drain-ms", one(flags, "drain-ms")!),
+        trustedProxies: (flags.get("trusted-proxies") ?? []).flatMap((v) => v.split(",")).map((v) => v.trim()).filter((v) => v !== ""),
+        geoDbPath: one(flags, "geo-db"),
         log,
       });
       onSignals(log, () => dp.close());
@@ -137,17 +141,17 @@ async function main(argv: string[]): Promise<void> {
     case "all-in-one": {
       const flags = parseFlags(command, rest, ALL_IN_ONE_FLAGS);
       if (flags === "help") return void process.stdout.write(helpText("gateway all-in-one [flags]", "Runs a control plane and one data plane in one process.", ALL_IN_ONE_FLAGS));
-      const log = logger(flags, "gateway");
+      const log = logger(flags, "all-in-one");
       const cpAddr = parseHostPort("listen", one(flags, "listen")!);
       const dpAddr = parseHostPort("proxy-listen", one(flags, "proxy-listen")!);
-      const cp = await startControlPlane({ ...cpAddr, dataDir: one(flags, "data-dir")!, adminKey: one(flags, "admin-key"), log: log.child({ component: "control-plane" }) });
+      const cp = await startControlPlane({ ...cpAddr, dataDir: one(flags, "data-dir")!, adminKey: one(flags, "admin-key"), log: log.child({ plane: "control" }) });
       const dp = await startDataPlane({
         ...dpAddr,
         controlPlanes: [cp.url],
         nodeId: `${os.hostname()}-local`,
         token: cp.nodeToken,
         softwareVersion: SOFTWARE_VERSION,
-        log: log.child({ component: "data-plane" }),
+        log: log.child({ plane: "data" }),
       });
       onSignals(log, async () => {
         await dp.close();
