@@ -5,6 +5,7 @@ import { MethodNotAllowed } from "../router/match.js";
 import { hashKeyOf } from "../split/hash-key.js";
 import { IncomingRequestView, type RequestViewEnv } from "../split/incoming-request-view.js";
 import { sendError } from "./errors.js";
+import { chooseBackend, pickTarget } from "./select.js";
 import { forward, sendUpstreamError, type ForwardOutcome } from "./forward.js";
 import { requestIdOf } from "./request-id.js";
 
@@ -81,7 +82,7 @@ export function createProxyHandler(opts: ProxyHandlerOptions): (req: IncomingMes
     const retryable = IDEMPOTENT.has(method) || policy.retryNonIdempotent;
     let exclude: CompiledTarget | undefined;
     for (let attempt = 0; ; attempt++) {
-      const target = backend.balancer.pick(hashKey, exclude);
+      const target = pickTarget(backend, hashKey, exclude);
       if (target === undefined) {
         sendError(res, 503, "no_healthy_target", `no available target in ${backendLabel(backend)}`, requestId);
         return;
@@ -140,28 +141,6 @@ function isConnectFailure(o: ForwardOutcome): boolean {
 
 function backendLabel(b: CompiledBackend): string {
   return b.id.startsWith("rule/") ? `the rule's targets` : `upstream ${b.id}`;
-}
-
-/** Canary shortcut first, then split rules in order; no match keeps the rule's own backend. */
-function chooseBackend(route: CompiledRoute, view: IncomingRequestView): CompiledBackend {
-  const canary = route.canary;
-  if (canary !== undefined) {
-    if (canary.header !== "" && view.header(canary.header) === canary.headerValue) return canary.backend;
-    if (canary.query !== "" && view.query(canary.query) === canary.queryValue) return canary.backend;
-  }
-  for (const sr of route.split) {
-    if (!sr.match.test(view)) continue;
-    if (sr.sticky !== undefined && sr.hashOn !== undefined) {
-      const key = hashKeyOf(sr.hashOn, view);
-      if (key !== undefined) {
-        const i = sr.sticky.pick(key);
-        if (i >= 0) return sr.choices[i].backend;
-      }
-    }
-    const choice = sr.chooser.pick();
-    return choice === undefined ? route.backend : choice.backend;
-  }
-  return route.backend;
 }
 
 /** Removes the rule's prefix from the path, keeping a leading slash and the query string. */
