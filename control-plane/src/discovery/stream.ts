@@ -111,6 +111,10 @@ export class DiscoveryServer implements ServiceImpl<typeof DiscoveryService> {
     this.outboxes.set(node.nodeId, { node, outbox });
     this.callbacks.onConnect?.(node);
     const sent = new Map<string, bigint>(); // nonce -> version, for the pushes not yet answered
+    // Version the node holds once it applies what we sent: the base of the next delta. The node's
+    // own version counts at first: versions are global, so equal versions mean equal resources.
+    let base = hello.lastAppliedVersion;
+    let deltaNonce = "";
 
     // Ends this generator when the client goes away, the server shuts down, or a newer stream of the
     // same node takes over.
@@ -139,6 +143,15 @@ export class DiscoveryServer implements ServiceImpl<typeof DiscoveryService> {
             const version = sent.get(msg.value.nonce);
             if (version === undefined) break;
             sent.delete(msg.value.nonce);
+            if (msg.value.nonce === deltaNonce) {
+              // The node could not apply the delta (e.g. it lost its state): resync it in full.
+              base = 0n;
+              outbox.putSnapshot(this.cache.current());
+            } else {
+              // A refused full snapshot: the node keeps serving what it had; the next push is
+              // computed from there (not re-sent now, it would be refused again).
+              base = msg.value.appliedVersion;
+            }
             this.registry.nack(node, msg.value.error);
             this.callbacks.onNack?.(node, version, msg.value.error);
             break;
@@ -174,11 +187,20 @@ export class DiscoveryServer implements ServiceImpl<typeof DiscoveryService> {
           break;
         }
         if (next.$typeName === "gateway.v1.Snapshot") {
+          if (next.version === base && base !== 0n) continue;
           const nonce = randomBytes(8).toString("hex");
           // Only the newest push can be acknowledged meaningfully; older nonces become stale.
           sent.clear();
           sent.set(nonce, next.version);
-          yield create(StreamResponseSchema, { nonce, kind: { case: "snapshot", value: next } });
+          const delta = base === 0n ? undefined : this.cache.deltaSince(base);
+          base = next.version;
+          if (delta !== undefined && delta.version === next.version) {
+            deltaNonce = nonce;
+            yield create(StreamResponseSchema, { nonce, kind: { case: "delta", value: delta } });
+          } else {
+            deltaNonce = "";
+            yield create(StreamResponseSchema, { nonce, kind: { case: "snapshot", value: next } });
+          }
         } else {
           yield next;
         }

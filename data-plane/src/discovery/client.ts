@@ -10,6 +10,7 @@ import {
   type StreamRequest,
 } from "../../../proto/gen/gateway/v1/discovery_pb.js";
 import type { Snapshot } from "../../../proto/gen/gateway/v1/snapshot_pb.js";
+import { ResourceSet } from "./resources.js";
 
 /** What the discovery client needs from the rest of the data plane. */
 export interface DiscoveryHandlers {
@@ -51,6 +52,8 @@ export class DiscoveryClient {
   private connected = false;
   private lastError = "";
   private lastContactMs = 0;
+  /** What the node serves, as resources: the base for deltas. */
+  private resources = ResourceSet.empty();
 
   constructor(
     private readonly opts: DiscoveryClientOptions,
@@ -70,6 +73,11 @@ export class DiscoveryClient {
         }),
       ),
     );
+  }
+
+  /** Seeds the resources from a snapshot served before connecting (e.g. a snapshot cache file). */
+  seed(snapshot: Snapshot): void {
+    this.resources = ResourceSet.of(snapshot);
   }
 
   /** Starts the connect loop. */
@@ -163,19 +171,23 @@ export class DiscoveryClient {
           this.handlers.onState?.({ connected: true, url });
         }
         switch (res.kind.case) {
-          case "snapshot": {
-            const snap = res.kind.value;
+          case "snapshot":
+          case "delta": {
+            const push = res.kind;
+            const version = push.value.version;
             got = true;
             try {
-              this.handlers.applySnapshot(snap);
-              send(create(StreamRequestSchema, { kind: { case: "ack", value: { version: snap.version, nonce: res.nonce } } }));
+              const next = push.case === "snapshot" ? ResourceSet.of(push.value) : this.resources.apply(push.value);
+              this.handlers.applySnapshot(push.case === "snapshot" ? push.value : next.snapshot());
+              this.resources = next;
+              send(create(StreamRequestSchema, { kind: { case: "ack", value: { version, nonce: res.nonce } } }));
             } catch (err) {
               send(
                 create(StreamRequestSchema, {
                   kind: {
                     case: "nack",
                     value: {
-                      version: snap.version,
+                      version,
                       nonce: res.nonce,
                       error: err instanceof Error ? err.message : String(err),
                       appliedVersion: this.handlers.appliedVersion(),

@@ -43,7 +43,7 @@ function open(client: Client<typeof DiscoveryService>, nodeId: string, lastAppli
       return r.value;
     },
     ack: (res: StreamResponse) =>
-      requests.write(create(StreamRequestSchema, { kind: { case: "ack", value: { version: res.kind.case === "snapshot" ? res.kind.value.version : 0n, nonce: res.nonce } } })),
+      requests.write(create(StreamRequestSchema, { kind: { case: "ack", value: { version: versionOf(res) ?? 0n, nonce: res.nonce } } })),
     nack: (res: StreamResponse, error: string) =>
       requests.write(create(StreamRequestSchema, { kind: { case: "nack", value: { version: 0n, nonce: res.nonce, error } } })),
     // Ends the request side, as a data plane does at shutdown. (Aborting is not used here: the
@@ -53,6 +53,11 @@ function open(client: Client<typeof DiscoveryService>, nodeId: string, lastAppli
     abort: () => abort.abort(),
     responses,
   };
+}
+
+/** Version a push brings the node to (full snapshot or delta). */
+function versionOf(res: StreamResponse): bigint | undefined {
+  return res.kind.case === "snapshot" || res.kind.case === "delta" ? res.kind.value.version : undefined;
 }
 
 async function until(fn: () => boolean): Promise<void> {
@@ -79,7 +84,11 @@ describe("DiscoveryServer", () => {
 
     const v2 = bump("t2");
     const second = await s.next();
-    expect(second.kind.case === "snapshot" && second.kind.value.version).toBe(v2);
+    // After the first full snapshot, a change travels as a delta from the version last sent.
+    expect(second.kind.case).toBe("delta");
+    expect(versionOf(second)).toBe(v2);
+    expect(second.kind.case === "delta" && second.kind.value.baseVersion).toBe(v1);
+    expect(second.kind.case === "delta" && second.kind.value.upserted.map((r) => r.name)).toEqual(["tenant/t2"]);
     expect(second.nonce).not.toBe(first.nonce);
     await s.ack(second);
     await until(() => registry.list()[0]?.ackedVersion === v2);
@@ -117,7 +126,8 @@ describe("DiscoveryServer", () => {
     expect(await Promise.race([pending, timeout])).toBe("quiet");
     const v2 = bump("t2");
     const pushed = await pending;
-    expect(pushed.kind.case === "snapshot" && pushed.kind.value.version).toBe(v2);
+    expect(versionOf(pushed)).toBe(v2);
+    expect(pushed.kind.case).toBe("delta");
     s.close();
   });
 
@@ -133,8 +143,24 @@ describe("DiscoveryServer", () => {
     await expect(old.next()).rejects.toThrow();
     for (let i = 2; i < 6; i++) bump(`t${i}`);
     const pushed = await fresh.next();
-    expect(pushed.kind.case === "snapshot" && pushed.kind.value.version).toBeGreaterThanOrEqual(2n);
+    expect(versionOf(pushed)).toBeGreaterThanOrEqual(2n);
     expect(registry.connectedCount()).toBe(1);
     fresh.close();
+  });
+
+  it("answers a NACKed delta with a full snapshot", async () => {
+    const { client, bump } = setup();
+    bump("t1");
+    const s = open(client, "n1");
+    const first = await s.next();
+    await s.ack(first);
+    bump("t2");
+    const delta = await s.next();
+    expect(delta.kind.case).toBe("delta");
+    await s.nack(delta, "delta from version 1 does not apply to version 0: need a full snapshot");
+    const full = await s.next();
+    expect(full.kind.case).toBe("snapshot");
+    expect(versionOf(full)).toBe(2n);
+    s.close();
   });
 });
