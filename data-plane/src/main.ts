@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import { LiveConfig } from "./config/live.js";
 import { DiscoveryClient } from "./discovery/client.js";
+import { SnapshotFile } from "./discovery/snapshot-file.js";
 import { createProxyHandler } from "./proxy/handler.js";
 import { PoolRegistry } from "./proxy/pools.js";
 import { listenProxy } from "./proxy/server.js";
@@ -28,6 +29,8 @@ export interface DataPlaneOptions {
   readonly trustedProxies?: readonly string[];
   /** MaxMind-format country database for geo_country. */
   readonly geoDbPath?: string;
+  /** File holding the last applied snapshot, to start serving without a control plane. */
+  readonly snapshotCachePath?: string;
 }
 
 /** A running data plane. */
@@ -51,6 +54,10 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
   const handler = createProxyHandler({ live, env, signal: abort.signal });
   const server = await listenProxy(opts.host, opts.port, handler);
 
+  const cacheFile =
+    opts.snapshotCachePath === undefined
+      ? undefined
+      : new SnapshotFile(opts.snapshotCachePath, (err) => log.warn({ err: err.message }, "could not write snapshot cache"));
   const discovery = new DiscoveryClient(
     {
       urls: opts.controlPlanes,
@@ -65,6 +72,7 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
         try {
           live.apply(snapshot);
           log.info({ version: String(snapshot.version), resources: snapshot.resources.length }, "applied snapshot");
+          void cacheFile?.save(snapshot);
         } catch (err) {
           log.warn({ version: String(snapshot.version), err: (err as Error).message }, "refused snapshot; still serving the previous one");
           throw err;
@@ -76,6 +84,19 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
       },
     },
   );
+  if (cacheFile !== undefined) {
+    // Static stability: serve the last configuration we had even if no control plane answers.
+    try {
+      const cached = await cacheFile.load();
+      if (cached !== undefined) {
+        live.apply(cached);
+        discovery.seed(cached);
+        log.info({ version: String(cached.version), file: cacheFile.file }, "serving cached snapshot until the control plane answers");
+      }
+    } catch (err) {
+      log.warn({ file: cacheFile.file, err: (err as Error).message }, "ignoring unusable snapshot cache");
+    }
+  }
   discovery.start();
   const url = `http://${opts.host.includes(":") ? `[${opts.host}]` : opts.host}:${server.address.port}`;
   log.info({ url, nodeId: opts.nodeId, controlPlanes: opts.controlPlanes }, "data plane listening");
@@ -87,6 +108,7 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
     async close() {
       await server.close(opts.drainMs ?? 30_000, abort);
       await discovery.close();
+      await cacheFile?.flush();
       await pools.close();
     },
   };

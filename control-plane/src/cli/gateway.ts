@@ -39,6 +39,7 @@ const DATA_PLANE_FLAGS: FlagSpec[] = [
   { name: "drain-ms", value: "MS", help: "How long in-flight requests may finish after SIGTERM", default: "30000" },
   { name: "trusted-proxies", value: "CIDR[,CIDR]", help: "Proxies whose X-Forwarded-For is trusted for the client address; repeatable", repeated: true },
   { name: "geo-db", value: "PATH", help: "MaxMind-format (.mmdb) country database for geo_country" },
+  { name: "snapshot-cache", value: "PATH", help: "File keeping the last applied snapshot (written atomically), to serve at start without a control plane" },
   LOG_FLAG,
 ];
 
@@ -133,6 +134,7 @@ async function main(argv: string[]): Promise<void> {
         drainMs: positiveInt("drain-ms", one(flags, "drain-ms")!),
         trustedProxies: (flags.get("trusted-proxies") ?? []).flatMap((v) => v.split(",")).map((v) => v.trim()).filter((v) => v !== ""),
         geoDbPath: one(flags, "geo-db"),
+        snapshotCachePath: one(flags, "snapshot-cache"),
         log,
       });
       onSignals(log, () => dp.close());
