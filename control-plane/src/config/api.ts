@@ -60,10 +60,8 @@ export class ConfigApi {
 
   /** Finds the tenant and key id for an API key hash. */
   lookupKey(hash: string): { tenantId: string; keyId: string } | undefined {
-    for (const k of this.state.apiKeys.values()) {
-      if (k.hash === hash) return { tenantId: k.tenant_id, keyId: k.id };
-    }
-    return undefined;
+    const k = this.state.keyByHash(hash);
+    return k === undefined ? undefined : { tenantId: k.tenant_id, keyId: k.id };
   }
 
   private advance(next: ConfigState): void {

@@ -39,6 +39,17 @@ export class ConfigState {
     readonly upstreams: ReadonlyMap<string, Upstream>,
   ) {}
 
+  private keyIndex: Map<string, StoredApiKey> | undefined;
+
+  /** The API key with this hash, if any (indexed on first use: states are immutable). */
+  keyByHash(hash: string): StoredApiKey | undefined {
+    if (this.keyIndex === undefined) {
+      this.keyIndex = new Map();
+      for (const k of this.apiKeys.values()) this.keyIndex.set(k.hash, k);
+    }
+    return this.keyIndex.get(hash);
+  }
+
   static empty(): ConfigState {
     return new ConfigState(0n, new Map(), new Map(), new Map(), new Map());
   }
