@@ -55,6 +55,10 @@ function replaying(socket: net.Socket, head: Buffer): Duplex {
 
 export async function listenDual(host: string, port: number, handler: Handler): Promise<DualServer> {
   const h1 = http.createServer({ keepAliveTimeout: 65_000 }, handler as http.RequestListener);
+  // h1 never listens itself (connections are handed to it), and Node starts tracking its connections
+  // only on "listening": without this, closeIdleConnections() is a no-op (an idle keep-alive client
+  // holds shutdown for the whole grace period) and headersTimeout/requestTimeout are not enforced.
+  h1.emit("listening");
   const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.Http2Session>();
@@ -115,6 +119,7 @@ export async function listenDual(host: string, port: number, handler: Handler): 
         await new Promise((r) => setTimeout(r, 20));
       }
       clearTimeout(deadline);
+      h1.close(); // stops h1's connection-checking timer
       await closed;
     },
   };
