@@ -10,7 +10,7 @@ import { Router, RouteConflictError, stripLength, type RouteSpec } from "../rout
 import { compileMatch, type CompiledMatch } from "../split/expr.js";
 import { buildJwtVerifier, type JwtVerifier } from "../split/jwt.js";
 import { StickyBuckets } from "../split/sticky.js";
-import { ConfigError } from "./errors.js";
+import { ConfigError, DuplicateRouteError } from "./errors.js";
 import { parseTargetUrl, ruleTargetMode, targetKey, validateRule, validateTenant, validateUpstream } from "./validate.js";
 
 /**
@@ -105,6 +105,8 @@ export interface CompiledCanary {
 export interface CompiledRoute extends RouteSpec {
   readonly ruleId: string;
   readonly tenantId: string;
+  /** Store revision of the rule. */
+  readonly revision: bigint;
   /** Characters to strip from the start of the path (0 when strip_path is off). */
   readonly strip: number;
   readonly backend: CompiledBackend;
@@ -155,8 +157,15 @@ export function indexResources(resources: readonly Resource[]): {
   return { rules, upstreams, tenants };
 }
 
-/** Compiles a snapshot; throws ConfigError naming the resource and field on anything invalid. */
-export function compileSnapshot(snapshot: Snapshot): CompiledConfig {
+/**
+ * Compiles a snapshot; throws ConfigError naming the resource and field on anything invalid.
+ *
+ * With `previous` (the configuration being served), backends and routes whose resources did not
+ * change (same id and revision, and for routes the same backends) are carried over as they are:
+ * their rotation positions, health-driven pickers and counters continue, so an unrelated write
+ * (another tenant's, say) never restarts a rule's weighted cycle.
+ */
+export function compileSnapshot(snapshot: Snapshot, previous?: CompiledConfig): CompiledConfig {
   const { rules, upstreams, tenants } = indexResources(snapshot.resources);
 
   const tenantMap = new Map<string, { tenant: Tenant; jwt: JwtVerifier | undefined }>();
@@ -170,15 +179,23 @@ export function compileSnapshot(snapshot: Snapshot): CompiledConfig {
     const field = `upstream/${id}`;
     const up = validateUpstream(upstream, field).value;
     if (!tenantMap.has(up.tenantId)) throw new ConfigError(`${field}.tenant_id`, `tenant ${up.tenantId} does not exist`);
-    backends.set(id, compileUpstream(id, up, revision, field));
+    const prev = previous?.backends.get(id);
+    backends.set(id, prev !== undefined && prev.revision === revision ? prev : compileUpstream(id, up, revision, field));
   }
+  const previousRoutes = new Map(previous?.routes.map((r) => [r.ruleId, r]));
 
   const routes: CompiledRoute[] = [];
   for (const [id, entry] of rules) {
     const field = `rule/${id}`;
     const rule = validateRule(entry.rule, field).value;
     if (!tenantMap.has(rule.tenantId)) throw new ConfigError(`${field}.tenant_id`, `tenant ${rule.tenantId} does not exist`);
-    routes.push(compileRule(rule, entry.revision, field, backends));
+    const prev = previousRoutes.get(id);
+    if (prev !== undefined && prev.revision === entry.revision && sameBackends(prev, backends)) {
+      for (const b of inlineBackends(prev)) backends.set(b.id, b);
+      routes.push(prev);
+    } else {
+      routes.push(compileRule(rule, entry.revision, field, backends));
+    }
   }
 
   let router: Router<CompiledRoute>;
@@ -186,11 +203,34 @@ export function compileSnapshot(snapshot: Snapshot): CompiledConfig {
     router = new Router(routes);
   } catch (err) {
     if (err instanceof RouteConflictError) {
-      throw new ConfigError(err.incoming.split(" ")[0], `duplicate route: ${err.message}`);
+      const { existing, incoming } = err as RouteConflictError<CompiledRoute>;
+      throw new DuplicateRouteError(
+        { ruleId: existing.ruleId, tenantId: existing.tenantId },
+        { ruleId: incoming.ruleId, tenantId: incoming.tenantId },
+        err.where,
+      );
     }
     throw err;
   }
   return { version: snapshot.version, router, routes, backends, tenants: tenantMap };
+}
+
+/** Every backend a route can send to. */
+function routeBackends(r: CompiledRoute): CompiledBackend[] {
+  const list = [r.backend];
+  if (r.canary !== undefined) list.push(r.canary.backend);
+  for (const sr of r.split) for (const c of sr.choices) list.push(c.backend);
+  return list;
+}
+
+/** The route's own backends (inline targets), which live and die with the rule. */
+function inlineBackends(r: CompiledRoute): CompiledBackend[] {
+  return routeBackends(r).filter((b) => b.id.startsWith("rule/"));
+}
+
+/** Whether every upstream the route uses is the very object of the new configuration. */
+function sameBackends(r: CompiledRoute, backends: ReadonlyMap<string, CompiledBackend>): boolean {
+  return routeBackends(r).every((b) => b.id.startsWith("rule/") || backends.get(b.id) === b);
 }
 
 function lookupUpstream(backends: Map<string, CompiledBackend>, id: string, tenantId: string, field: string): CompiledBackend {
@@ -236,6 +276,7 @@ function compileRule(rule: Rule, revision: bigint, field: string, backends: Map<
     methods: rule.methods,
     ruleId: rule.id,
     tenantId: rule.tenantId,
+    revision,
     strip: rule.stripPath ? stripLength(rule.path) : 0,
     backend,
     canary,

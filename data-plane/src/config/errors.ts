@@ -15,3 +15,25 @@ export class ConfigError extends Error {
     this.name = "ConfigError";
   }
 }
+
+/** One side of a duplicate route. */
+export interface RouteOwner {
+  readonly ruleId: string;
+  readonly tenantId: string;
+}
+
+/**
+ * Two rules claim the same (host, path, method). Carries both owners so the API can word the error
+ * for the tenant writing (naming its own rule, but never another tenant's).
+ */
+export class DuplicateRouteError extends ConfigError {
+  constructor(
+    readonly existing: RouteOwner,
+    readonly incoming: RouteOwner,
+    /** What both match, e.g. "host * path /api/* GET". */
+    readonly where: string,
+  ) {
+    super(`rule/${incoming.ruleId}.path`, `duplicate route: ${where} is already routed by rule ${existing.ruleId} (tenant ${existing.tenantId})`);
+    this.name = "DuplicateRouteError";
+  }
+}

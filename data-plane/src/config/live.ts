@@ -27,7 +27,7 @@ export class LiveConfig {
 
   /** Compiles and installs a snapshot; throws (keeping the current one) if it does not compile. */
   apply(snapshot: Snapshot): CompiledConfig {
-    const next = compileSnapshot(snapshot);
+    const next = compileSnapshot(snapshot, this.config);
     const pools = new Map<CompiledTarget, Dispatcher>();
     const origins = new Set<string>();
     for (const backend of next.backends.values()) {

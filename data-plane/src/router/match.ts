@@ -31,13 +31,13 @@ export class MethodNotAllowed {
 }
 
 /** Two rules claim the same host, path and method. */
-export class RouteConflictError extends Error {
+export class RouteConflictError<T extends RouteSpec = RouteSpec> extends Error {
   constructor(
-    readonly existing: string,
-    readonly incoming: string,
+    readonly existing: T,
+    readonly incoming: T,
     readonly where: string,
   ) {
-    super(`${incoming} conflicts with ${existing}: both match ${where}`);
+    super(`${incoming.name} conflicts with ${existing.name}: both match ${where}`);
     this.name = "RouteConflictError";
   }
 }
@@ -50,19 +50,19 @@ class Slot<T extends RouteSpec> {
 
   add(route: T, where: string): void {
     if (route.methods.length === 0) {
-      if (this.any !== undefined) throw new RouteConflictError(this.any.name, route.name, `${where} (any method)`);
+      if (this.any !== undefined) throw new RouteConflictError(this.any, route, `${where} (any method)`);
       const clash = this.byMethod.values().next();
       this.any = route;
       if (!clash.done) {
         // A catch-all beside method-specific rules is ambiguous for those methods.
-        throw new RouteConflictError(clash.value.name, route.name, `${where} (${[...this.byMethod.keys()].join(", ")})`);
+        throw new RouteConflictError(clash.value, route, `${where} (${[...this.byMethod.keys()].join(", ")})`);
       }
       return;
     }
-    if (this.any !== undefined) throw new RouteConflictError(this.any.name, route.name, `${where} (${route.methods.join(", ")})`);
+    if (this.any !== undefined) throw new RouteConflictError(this.any, route, `${where} (${route.methods.join(", ")})`);
     for (const m of route.methods) {
       const existing = this.byMethod.get(m);
-      if (existing !== undefined) throw new RouteConflictError(existing.name, route.name, `${where} ${m}`);
+      if (existing !== undefined) throw new RouteConflictError(existing, route, `${where} ${m}`);
     }
     for (const m of route.methods) this.byMethod.set(m, route);
     this.notAllowed = new MethodNotAllowed([...this.byMethod.keys()].sort().join(", "));

@@ -113,10 +113,15 @@ describe("ConfigService", () => {
     const a = await tenant("a");
     const b = await tenant("b");
     await client.createRule({ tenantId: a.id, rule: rule({ methods: ["GET"] }) }, as(a.key));
+    const ownRule = [...api.current().rules.values()][0];
     for (const t of [a, b]) {
       const err = await codeOf(client.createRule({ tenantId: t.id, rule: rule({ methods: ["GET", "POST"] }) }, as(t.key)));
       expect(err.code).toBe(Code.InvalidArgument);
-      expect(err.message).toMatch(/duplicate route/);
+      expect(err.message).toMatch(/^path: duplicate route: host \* path \/api\/\* GET is already routed by /);
+      // The owner is named to its own tenant only.
+      if (t === a) expect(err.message).toContain(ownRule.id);
+      else expect(err.message).not.toContain(ownRule.id);
+      if (t === b) expect(err.message).not.toContain(a.id);
     }
     // Disjoint methods, or another host, coexist.
     await client.createRule({ tenantId: b.id, rule: rule({ methods: ["POST"] }) }, as(b.key));

@@ -79,8 +79,8 @@ describe("Router conflicts", () => {
     try {
       new Router(list);
     } catch (err) {
-      expect((err as RouteConflictError).existing).toBe("a");
-      expect((err as RouteConflictError).incoming).toBe("b");
+      expect((err as RouteConflictError).existing.name).toBe("a");
+      expect((err as RouteConflictError).incoming.name).toBe("b");
     }
   });
 
