@@ -150,7 +150,6 @@ function checkInteger(value: unknown, path: string, min: number, max: number): v
   if (typeof n !== "number" || !Number.isInteger(n)) {
     throw new ConfigError(path, `must be an integer, got ${describe(value)}`);
   }
-  if (n < min || n > max) {
-    throw new ConfigError(path, min === 0 ? `must be a non-negative integer (0 to ${max}), got ${n}` : `must be an integer from ${min} to ${max}, got ${n}`);
-  }
+  if (n < min) throw new ConfigError(path, min === 0 ? `must be a non-negative integer, got ${n}` : `must be at least ${min}, got ${n}`);
+  if (n > max) throw new ConfigError(path, `must be at most ${max}, got ${n}`);
 }

@@ -72,7 +72,7 @@ export function helpText(usage: string, summary: string, specs: readonly FlagSpe
       .join("; ");
     return `${left.padEnd(34)} ${s.help}${notes ? ` (${notes})` : ""}`;
   });
-  return `Usage: ${usage}\n\n${summary}\n\nFlags:\n${rows.join("\n")}\n  --help${" ".repeat(28)} Show this help.\n`;
+  return `Usage: ${usage}\n\n${summary}\n\nFlags:\n${rows.join("\n")}\n${"  --help".padEnd(34)} Show this help.\n`;
 }
 
 /** Parses "HOST:PORT" (IPv6 as "[::1]:8080"); errors name the flag. */

@@ -101,6 +101,8 @@ export class DiscoveryClient {
     const max = this.opts.maxBackoffMs ?? 10_000;
     let failures = 0;
     let index = 0;
+    let lastReported = "";
+    let lastReportedAt = 0;
     while (!this.abort.signal.aborted) {
       const url = this.opts.urls[index % this.opts.urls.length];
       const client = this.clients[index % this.clients.length];
@@ -110,6 +112,14 @@ export class DiscoveryClient {
       });
       if (this.connected) {
         this.connected = false;
+        lastReported = this.lastError;
+        lastReportedAt = Date.now();
+        this.handlers.onState?.({ connected: false, url, error: this.lastError });
+      } else if (this.lastError !== lastReported || Date.now() - lastReportedAt > 30_000) {
+        // Never connected (wrong token, control plane down at start) or still away: say so, but
+        // only when the reason changes or every 30 s, not on every backoff attempt.
+        lastReported = this.lastError;
+        lastReportedAt = Date.now();
         this.handlers.onState?.({ connected: false, url, error: this.lastError });
       }
       if (this.abort.signal.aborted) break;
