@@ -186,24 +186,24 @@ describe("validation over REST", () => {
     expect(res.json.error.message).toContain("up_doesnotexist");
   });
 
-  // A duplicate route is a conflict with an existing resource, like a duplicate tenant or upstream
-  // name, which this API answers with 409 (ALREADY_EXISTS); the message names the field (path).
+  // A duplicate (host, path, method) is a validation error of the rule (INVALID_ARGUMENT, 400), as
+  // the API contract lists it; the message names the field (path).
   // Soft assertions: each aspect is reported on its own.
-  it("refuses a duplicate (host, path, method) within a tenant with 409 naming the path", async () => {
+  it("refuses a duplicate (host, path, method) within a tenant with 400 naming the path", async () => {
     await api.mustCreateRule(t, { path: "/dup/*", methods: ["GET"], targets: [{ url: u1.url }] });
     const res = await api.createRule(t, { path: "/dup/*", methods: ["POST", "GET"], targets: [{ url: u2.url }] });
     expect(res.json?.error?.message).toContain("/dup/*");
-    expect.soft(res.status, res.text).toBe(409);
+    expect.soft(res.status, res.text).toBe(400);
     expect.soft(res.json.error.message, "the message names the field").toMatch(/^path: /);
     // A different method on the same path is not a duplicate.
     expect((await api.createRule(t, { path: "/dup/*", methods: ["DELETE"], targets: [{ url: u2.url }] })).status).toBe(201);
   });
 
-  it("refuses a duplicate (host, path, method) across tenants with 409, without revealing the other tenant's ids", async () => {
+  it("refuses a duplicate (host, path, method) across tenants with 400, without revealing the other tenant's ids", async () => {
     const mine = await api.mustCreateRule(t, { path: "/shared/*", targets: [{ url: u1.url }] });
     const res = await api.createRule(other, { path: "/shared/*", targets: [{ url: u2.url }] });
     expect(res.json?.error?.message).toContain("/shared/*");
-    expect.soft(res.status, res.text).toBe(409);
+    expect.soft(res.status, res.text).toBe(400);
     expect.soft(res.json.error.message, "the message names the field").toMatch(/^path: /);
     expect.soft(res.json.error.message, "another tenant's id must not leak").not.toContain(t.id);
     expect.soft(res.json.error.message, "another tenant's rule id must not leak").not.toContain(mine.id);
@@ -237,13 +237,16 @@ describe("validation over REST", () => {
     expect(header(now, "etag")).toBe(`"${updated.revision}"`);
   });
 
-  it("refuses a PUT that carries neither a revision nor If-Match with 400 naming revision, and changes nothing", async () => {
+  it("refuses a PUT that carries neither a revision nor If-Match with 428 naming revision, and changes nothing; If-Match: * overwrites", async () => {
     const created = await api.mustCreateRule(t, { path: "/blind/*", targets: [{ url: u1.url }] });
     const res = await api.updateRule(t, created.id, { path: "/blind/*", targets: [{ url: u2.url }] });
-    expectError(res, 400, "revision");
+    expectError(res, 428, "revision");
     const now = await api.getRule(t, created.id);
     expect(now.json.revision).toBe(created.revision);
     expect(now.json.targets).toEqual([{ url: u1.url }]);
+    const forced = await api.updateRule(t, created.id, { path: "/blind/*", targets: [{ url: u2.url }] }, { headers: { "if-match": "*" } });
+    expect(forced.status, forced.text).toBe(200);
+    expect(forced.json.targets).toEqual([{ url: u2.url }]);
   });
 
   it("routes a rule that references an upstream by id to that upstream's targets", async () => {
