@@ -32,6 +32,7 @@ import {
   type DeleteUpstreamRequest,
   type GetRuleRequest,
   type GetTenantRequest,
+  type GetFleetHealthRequest,
   type GetUpstreamRequest,
   type ListApiKeysRequest,
   type ListNodesRequest,
@@ -46,6 +47,8 @@ import {
 import { requireAdmin, type Authenticator, type Principal } from "./auth.js";
 import type { ConfigApi } from "./api.js";
 import type { NodeRegistry } from "../discovery/nodes.js";
+import type { Fleet } from "../fleet/fleet.js";
+import { fleetHealth } from "../fleet/health-api.js";
 
 /** The ConfigService over Connect/gRPC/gRPC-Web: authenticates, then delegates to ConfigApi. */
 export class ConfigServiceImpl implements ServiceImpl<typeof ConfigService> {
@@ -53,6 +56,8 @@ export class ConfigServiceImpl implements ServiceImpl<typeof ConfigService> {
     private readonly api: ConfigApi,
     private readonly auth: Authenticator,
     private readonly nodes: NodeRegistry,
+    /** Fleet health view; without it GetFleetHealth answers UNAVAILABLE. */
+    private readonly fleet?: Fleet,
   ) {}
 
   private who(ctx: HandlerContext): Principal {
@@ -147,6 +152,12 @@ export class ConfigServiceImpl implements ServiceImpl<typeof ConfigService> {
   listNodes(_req: ListNodesRequest, ctx: HandlerContext) {
     requireAdmin(this.who(ctx));
     return create(ListNodesResponseSchema, { nodes: this.nodes.list(), version: this.api.current().version });
+  }
+
+  getFleetHealth(req: GetFleetHealthRequest, ctx: HandlerContext) {
+    const p = this.who(ctx);
+    if (this.fleet === undefined) throw new ConnectError("fleet health is not available on this server", Code.Unavailable);
+    return fleetHealth(p, this.api.current(), this.fleet, req.tenantId, req.upstreamId, req.windowMs);
   }
 }
 
