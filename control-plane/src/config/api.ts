@@ -10,9 +10,9 @@ import {
 import { RuleSchema, type Rule } from "../../../proto/gen/gateway/v1/rule_pb.js";
 import { UpstreamSchema, type Upstream } from "../../../proto/gen/gateway/v1/upstream_pb.js";
 import { compileSnapshot } from "../../../data-plane/src/config/compile.js";
-import { ConfigError } from "../../../data-plane/src/config/errors.js";
+import { ConfigError, DuplicateRouteError } from "../../../data-plane/src/config/errors.js";
 import { targetKey, validateRule, validateTenant, validateUpstream, ADMIN_STATES } from "../../../data-plane/src/config/validate.js";
-import { StoreConflictError, type ConfigStore, type Mutation } from "../store/store.js";
+import { StoreConflictError, StoreUnavailableError, type ConfigStore, type Mutation } from "../store/store.js";
 import { hashKey, newApiKey, newId, requireAdmin, requireTenant, type Principal } from "./auth.js";
 import { ConfigState, encodeMessage, type StoredApiKey } from "./state.js";
 
@@ -27,6 +27,7 @@ export class ConfigApi {
   private writeChain: Promise<unknown> = Promise.resolve();
   private readonly listeners = new Set<(state: ConfigState) => void>();
   private readonly unsubscribe: () => void;
+  private readonly unsubscribeReload: () => void;
 
   constructor(
     private readonly store: ConfigStore,
@@ -35,6 +36,8 @@ export class ConfigApi {
     this.state = initial;
     // Commits from this process and (with a shared store) from other replicas arrive here.
     this.unsubscribe = store.subscribe((event) => this.advance(this.state.apply(event)));
+    // A shared store that missed commits (a trimmed Redis log) hands over the whole state instead.
+    this.unsubscribeReload = store.onReload?.((s) => this.advance(ConfigState.fromStore(s))) ?? (() => undefined);
   }
 
   /** Loads the store and returns a ready API. */
@@ -56,6 +59,7 @@ export class ConfigApi {
   /** Stops following the store. */
   close(): void {
     this.unsubscribe();
+    this.unsubscribeReload();
   }
 
   /** Finds the tenant and key id for an API key hash. */
@@ -95,7 +99,9 @@ export class ConfigApi {
         }
       }
     };
-    const p = this.writeChain.then(run, run);
+    const p = this.writeChain.then(run, run).catch((err: unknown): never => {
+      throw storeFailure(err);
+    });
     this.writeChain = p.catch(() => undefined);
     return p;
   }
@@ -343,6 +349,18 @@ export class ConfigApi {
   }
 }
 
+/**
+ * Store failures as API errors: a store that cannot be reached is UNAVAILABLE (retry later), a
+ * commit that kept losing the race against other replicas is ABORTED (retry the request).
+ */
+function storeFailure(err: unknown): unknown {
+  if (err instanceof StoreUnavailableError) return new ConnectError(err.message, Code.Unavailable, undefined, undefined, err);
+  if (err instanceof StoreConflictError) {
+    return new ConnectError(`${err.message}, on every attempt; retry the request`, Code.Aborted, undefined, undefined, err);
+  }
+  return err;
+}
+
 function storedKey(tenantId: string, secret: string): StoredApiKey {
   return { id: newId("key"), tenant_id: tenantId, hash: hashKey(secret), prefix: secret.slice(0, 10), created_at_ms: Date.now() };
 }
@@ -392,6 +410,7 @@ function checkCandidate(candidate: ConfigState, mutations: readonly Mutation[]):
   try {
     compileSnapshot(candidate.snapshot());
   } catch (err) {
+    if (err instanceof DuplicateRouteError) throw duplicateRoute(err, mutations);
     if (!(err instanceof ConfigError)) throw err;
     let message = err.message;
     for (const m of mutations) {
@@ -400,4 +419,15 @@ function checkCandidate(candidate: ConfigState, mutations: readonly Mutation[]):
     }
     throw new ConnectError(message, Code.InvalidArgument);
   }
+}
+
+/**
+ * Words a duplicate route for the tenant writing: field `path`, the clashing rule named when it is
+ * the tenant's own, and only "another tenant's rule" otherwise, so rule ids do not leak across tenants.
+ */
+function duplicateRoute(err: DuplicateRouteError, mutations: readonly Mutation[]): ConnectError {
+  const written = new Set(mutations.filter((m) => m.kind === "rule").map((m) => m.id));
+  const [ours, other] = written.has(err.incoming.ruleId) ? [err.incoming, err.existing] : [err.existing, err.incoming];
+  const owner = other.tenantId === ours.tenantId ? `rule ${other.ruleId}` : "a rule of another tenant";
+  return new ConnectError(`path: duplicate route: ${err.where} is already routed by ${owner}`, Code.InvalidArgument);
 }

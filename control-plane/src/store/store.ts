@@ -48,6 +48,19 @@ export class StoreConflictError extends Error {
   }
 }
 
+/**
+ * The store could not be reached, or did not answer in time (a shared store such as Redis is down
+ * or unreachable). Callers answer UNAVAILABLE and may retry. When it comes from commit(), the
+ * message says whether the commit was never sent (nothing written) or its outcome is unknown (it
+ * may have been applied; subscribers then see it like any other commit).
+ */
+export class StoreUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StoreUnavailableError";
+  }
+}
+
 export interface ConfigStore {
   /** Reads the whole state. Called at start and after a conflict. */
   load(): Promise<StoreState>;
@@ -62,6 +75,14 @@ export interface ConfigStore {
    * process's own. Returns an unsubscribe function.
    */
   subscribe(listener: (event: CommitEvent) => void): () => void;
+  /**
+   * Only for stores shared between processes, which can miss commits: a subscriber that was
+   * disconnected while the shared log was trimmed past its position cannot be given the events it
+   * missed. Such a store then calls `listener` with the whole state at a newer version instead; a
+   * subscriber replaces its state with it, and commit events resume after that version. A store
+   * that never misses a commit (FileStore) does not implement it. Returns an unsubscribe function.
+   */
+  onReload?(listener: (state: StoreState) => void): () => void;
   /** Releases files, connections and timers. Pending commits settle first. */
   close(): Promise<void>;
 }
