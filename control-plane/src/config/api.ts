@@ -162,6 +162,7 @@ export class ConfigApi {
       for (const r of s.rules.values()) if (r.tenantId === tenantId) mutations.push({ op: "delete", kind: "rule", id: r.id });
       for (const u of s.upstreams.values()) if (u.tenantId === tenantId) mutations.push({ op: "delete", kind: "upstream", id: u.id });
       for (const k of s.apiKeys.values()) if (k.tenant_id === tenantId) mutations.push({ op: "delete", kind: "apikey", id: k.id });
+      for (const r of s.rollouts.values()) if (r.tenantId === tenantId) mutations.push({ op: "delete", kind: "rollout", id: r.id });
       return { mutations, result: () => undefined };
     });
   }

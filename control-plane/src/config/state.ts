@@ -1,4 +1,5 @@
 import { create, fromJsonString, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { RolloutSchema, type Rollout } from "../../../proto/gen/gateway/v1/rollout_pb.js";
 import { RuleSchema, type Rule } from "../../../proto/gen/gateway/v1/rule_pb.js";
 import { ResourceSchema, SnapshotSchema, type Resource, type Snapshot } from "../../../proto/gen/gateway/v1/snapshot_pb.js";
 import { TenantSchema, type Tenant } from "../../../proto/gen/gateway/v1/tenant_pb.js";
@@ -37,6 +38,8 @@ export class ConfigState {
     readonly apiKeys: ReadonlyMap<string, StoredApiKey>,
     readonly rules: ReadonlyMap<string, Rule>,
     readonly upstreams: ReadonlyMap<string, Upstream>,
+    /** Rollouts (control-plane only: never part of a snapshot). */
+    readonly rollouts: ReadonlyMap<string, Rollout> = new Map(),
   ) {}
 
   private keyIndex: Map<string, StoredApiKey> | undefined;
@@ -56,11 +59,12 @@ export class ConfigState {
 
   /** Decodes the store's state. */
   static fromStore(s: StoreState): ConfigState {
-    let state = new ConfigState(s.version, new Map(), new Map(), new Map(), new Map());
+    let state = new ConfigState(s.version, new Map(), new Map(), new Map(), new Map(), new Map());
     const tenants = state.tenants as Map<string, Tenant>;
     const keys = state.apiKeys as Map<string, StoredApiKey>;
     const rules = state.rules as Map<string, Rule>;
     const ups = state.upstreams as Map<string, Upstream>;
+    const rollouts = state.rollouts as Map<string, Rollout>;
     for (const r of s.resources.values()) {
       switch (r.kind) {
         case "tenant":
@@ -75,8 +79,11 @@ export class ConfigState {
         case "upstream":
           ups.set(r.id, { ...decode(UpstreamSchema, r.data), revision: r.revision });
           break;
+        case "rollout":
+          rollouts.set(r.id, { ...decode(RolloutSchema, r.data), revision: r.revision });
+          break;
         default:
-          break; // kinds owned by other features (rollouts) are read by them
+          break; // kinds owned by other features are read by them
       }
     }
     return state;
@@ -88,6 +95,7 @@ export class ConfigState {
     const keys = new Map(this.apiKeys);
     const rules = new Map(this.rules);
     const ups = new Map(this.upstreams);
+    const rollouts = new Map(this.rollouts);
     for (const m of mutations) {
       const del = m.op === "delete";
       switch (m.kind) {
@@ -107,11 +115,15 @@ export class ConfigState {
           if (del) ups.delete(m.id);
           else ups.set(m.id, { ...decode(UpstreamSchema, m.data), revision: version });
           break;
+        case "rollout":
+          if (del) rollouts.delete(m.id);
+          else rollouts.set(m.id, { ...decode(RolloutSchema, m.data), revision: version });
+          break;
         default:
           break;
       }
     }
-    return new ConfigState(version, tenants, keys, rules, ups);
+    return new ConfigState(version, tenants, keys, rules, ups, rollouts);
   }
 
   /** Applies a commit event if it is newer than this state. */
