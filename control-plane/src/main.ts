@@ -9,9 +9,14 @@ import { loadOrCreateSecret } from "./config/secrets.js";
 import { NodeRegistry } from "./discovery/nodes.js";
 import { SnapshotCache } from "./discovery/snapshot-cache.js";
 import { DiscoveryServer } from "./discovery/stream.js";
+import { Fleet } from "./fleet/fleet.js";
+import { RolloutApi } from "./rollout/api.js";
+import { RolloutServiceImpl } from "./rollout/connect-service.js";
+import { RolloutController } from "./rollout/controller.js";
+import { RolloutWriter } from "./rollout/writer.js";
 import { routes } from "./routes.js";
 import { listenDual } from "./server/listen.js";
-import { FileStore } from "./store/file.js";
+import { describeStore, openConfigStore, type StoreChoice } from "./store/open.js";
 import type { ConfigStore } from "./store/store.js";
 
 /** Options of a control-plane process. */
@@ -24,6 +29,11 @@ export interface ControlPlaneOptions {
   /** Token data planes must present; generated and stored in the data dir when absent. */
   readonly nodeToken?: string;
   readonly log: Logger;
+  /**
+   * Where the configuration lives: the embedded file store in `dataDir` (default), or Redis shared
+   * by control-plane replicas. Admin key and node token come from the options or `dataDir` either way.
+   */
+  readonly store?: StoreChoice;
 }
 
 /** A running control plane. */
@@ -33,6 +43,8 @@ export interface ControlPlane {
   readonly nodeToken: string;
   readonly api: ConfigApi;
   readonly nodes: NodeRegistry;
+  /** Fleet health: the view built from data planes' reports (rollouts read backendStats), probe assignment, FleetHealth pushes. */
+  readonly fleet: Fleet;
   /** Graceful stop: refuse new work, end streams, finish in-flight calls, close the store. */
   close(): Promise<void>;
 }
@@ -48,23 +60,38 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const token = opts.nodeToken !== undefined ? { value: opts.nodeToken, created: false } : await loadOrCreateSecret(opts.dataDir, "node.token", "nt");
   if (token.created) log.info({ file: `${opts.dataDir}/node.token` }, "generated node token for data planes");
 
-  const store: ConfigStore = await FileStore.open(opts.dataDir);
+  const store: ConfigStore = await openConfigStore(opts.store, opts.dataDir, log);
   const api = await ConfigApi.open(store);
   const cache = new SnapshotCache(api.current());
   api.onChange((s) => cache.update(s));
   const nodes = new NodeRegistry();
   const auth = new Authenticator(admin.value, (hash) => api.lookupKey(hash));
+  // The fleet pushes through the discovery server, which is built just below; it sends nothing
+  // before a node connects.
+  const fleet = new Fleet({ config: api.current(), send: (nodeId, msg) => discovery.sendTo(nodeId, msg) });
+  api.onChange((s) => fleet.configChanged(s));
+  // Rollouts commit through the same store as config writes and judge canaries on the fleet's reports.
+  const rolloutWriter = new RolloutWriter(store, () => api.current());
+  const rollouts = new RolloutController(api, rolloutWriter, fleet, { log });
+  const rolloutApi = new RolloutApi(api, rolloutWriter, rollouts);
   const discovery = new DiscoveryServer(cache, nodes, token.value, {
-    onConnect: (n) => log.info({ node: n.nodeId, applied: String(n.ackedVersion) }, "data plane connected"),
-    onDisconnect: (n, reason) => log.info({ node: n.nodeId, reason }, "data plane disconnected"),
+    onConnect: (n) => {
+      log.info({ node: n.nodeId, applied: String(n.ackedVersion) }, "data plane connected");
+      fleet.nodeConnected(n);
+    },
+    onDisconnect: (n, reason) => {
+      log.info({ node: n.nodeId, reason }, "data plane disconnected");
+      fleet.nodeDisconnected(n);
+    },
     onNack: (n, version, error) => log.warn({ node: n.nodeId, version: String(version), error }, "data plane refused a snapshot"),
+    onReport: (n, report) => fleet.report(n, report),
   });
   const shutdown = new AbortController();
   const connect = connectNodeAdapter({
-    routes: routes(new ConfigServiceImpl(api, auth, nodes), discovery),
+    routes: routes(new ConfigServiceImpl(api, auth, nodes, fleet), discovery, new RolloutServiceImpl(rolloutApi, auth)),
     shutdownSignal: shutdown.signal,
   });
-  const rest = restHandler(api, auth, nodes);
+  const rest = restHandler(api, auth, nodes, fleet, rolloutApi);
   const server = await listenDual(opts.host, opts.port, (req, res) => {
     rest(req, res).then(
       (handled) => {
@@ -77,7 +104,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     );
   });
   const url = `http://${opts.host.includes(":") ? `[${opts.host}]` : opts.host}:${server.address.port}`;
-  log.info({ url, version: String(api.current().version), dataDir: opts.dataDir }, "control plane listening");
+  log.info({ url, version: String(api.current().version), dataDir: opts.dataDir, store: describeStore(opts.store, opts.dataDir) }, "control plane listening");
+  rollouts.start();
 
   return {
     url,
@@ -85,9 +113,12 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     nodeToken: token.value,
     api,
     nodes,
+    fleet,
     async close() {
       shutdown.abort(new ConnectError("control plane shutting down", Code.Unavailable));
       await server.close(5_000);
+      await rollouts.close();
+      fleet.close();
       cache.close();
       api.close();
       await store.close();

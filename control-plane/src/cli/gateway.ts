@@ -3,8 +3,12 @@ import { readFileSync } from "node:fs";
 import os from "node:os";
 import { pino, type Logger } from "pino";
 import { startDataPlane } from "../../../data-plane/src/main.js";
+import { ACCESS_LOG_LEVELS, type AccessLogLevel } from "../../../data-plane/src/metrics/access-log.js";
 import { startControlPlane } from "../main.js";
+import type { StoreChoice } from "../store/open.js";
+import { isRedisUrl, parseRedisUrl, RedisUrlError } from "../store/redis-url.js";
 import { helpText, parseFlags, parseHostPort, parseUrl, UsageError, type FlagSpec, type ParsedFlags } from "./args.js";
+import { runRollout } from "./rollout.js";
 
 /**
  * The `gateway` command: the control plane, a data plane, or both in one process (the embedded
@@ -27,6 +31,15 @@ const CONTROL_PLANE_FLAGS: FlagSpec[] = [
   { name: "data-dir", value: "DIR", help: "Directory of the embedded store, admin key and node token", default: "./data" },
   { name: "admin-key", value: "K", help: "Admin API key (otherwise generated on first start into DIR/admin.key)", env: "GATEWAY_ADMIN_KEY" },
   { name: "node-token", value: "T", help: "Token data planes must present (otherwise generated into DIR/node.token)", env: "GATEWAY_NODE_TOKEN" },
+  {
+    name: "store",
+    value: "URL",
+    help: "Configuration store: file (embedded, in DIR) or Redis shared by replicas: redis://[:PASSWORD@]HOST:PORT[/DB], rediss://..., redis+cluster://HOST:PORT,HOST:PORT",
+    default: "file",
+    env: "GATEWAY_STORE",
+  },
+  { name: "store-prefix", value: "PREFIX", help: "Prefix (and Redis Cluster hash tag) of the Redis store's keys", default: "gw:cfg:", env: "GATEWAY_STORE_PREFIX" },
+  { name: "store-wait-replicas", value: "N", help: "With a Redis store: a write succeeds only once N Redis replicas have it (WAIT, 1 s)", default: "0" },
   LOG_FLAG,
 ];
 
@@ -40,6 +53,11 @@ const DATA_PLANE_FLAGS: FlagSpec[] = [
   { name: "trusted-proxies", value: "CIDR[,CIDR]", help: "Proxies whose X-Forwarded-For is trusted for the client address; repeatable", repeated: true },
   { name: "geo-db", value: "PATH", help: "MaxMind-format (.mmdb) country database for geo_country" },
   { name: "snapshot-cache", value: "PATH", help: "File keeping the last applied snapshot (written atomically), to serve at start without a control plane" },
+  { name: "redis", value: "URL", help: "Redis for fleet-wide counters, so weighted splits are exact across data planes: redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://", env: "GATEWAY_REDIS" },
+  { name: "redis-lease", value: "N", help: "With --redis: reserve N positions per Redis round trip and hand them out locally (no added latency; a split may then be off by up to data planes × N picks)", default: "0" },
+  { name: "metrics-listen", value: "HOST:PORT", help: "Admin listener: Prometheus metrics at /metrics, health at /healthz (off when unset)" },
+  { name: "access-log", value: "LEVEL", help: "Log one JSON line per request at LEVEL (trace, debug, info, warn) or off", default: "off" },
+  { name: "report-interval-ms", value: "MS", help: "Interval of health and load reports to the control plane (jittered ±20%)", default: "5000" },
   LOG_FLAG,
 ];
 
@@ -57,6 +75,7 @@ Commands:
   all-in-one      A control plane and one data plane in one process, on the embedded file store
   control-plane   The control plane: config API and snapshot streams to data planes
   data-plane      A data-plane proxy that follows a control plane
+  rollout         Canary rollouts: create, status [--watch], list, pause, resume, promote, abort
 
 Run "gateway <command> --help" for the flags of a command.
 `;
@@ -76,6 +95,56 @@ function logger(flags: ParsedFlags, name: string): Logger {
 function positiveInt(flag: string, value: string): number {
   if (!/^\d+$/.test(value)) throw new UsageError(`--${flag}: must be a non-negative integer, got "${value}"`);
   return Number(value);
+}
+
+/** The --store flag: "file", or a Redis URL checked now so a typo is a usage error. */
+function storeChoice(value: string, prefix: string, waitReplicas: number): StoreChoice {
+  if (value === "file") {
+    if (waitReplicas > 0) throw new UsageError("--store-wait-replicas: needs a Redis --store");
+    return { kind: "file" };
+  }
+  if (!isRedisUrl(value)) throw new UsageError(`--store: expected "file" or a redis://, rediss:// or redis+cluster:// URL, got "${value}"`);
+  try {
+    parseRedisUrl(value);
+  } catch (err) {
+    if (err instanceof RedisUrlError) throw new UsageError(`--store: ${err.message}`);
+    throw err;
+  }
+  if (prefix === "") throw new UsageError("--store-prefix: must not be empty");
+  return { kind: "redis", url: value, prefix, waitReplicas };
+}
+
+/** The data plane's --redis and --redis-lease, checked now so a typo is a usage error. */
+function redisCounters(url: string | undefined, lease: number): { redisUrl?: string; redisLease?: number } {
+  if (url === undefined) {
+    if (lease > 0) throw new UsageError("--redis-lease: needs --redis");
+    return {};
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new UsageError(`--redis: not a URL: "${url.replace(/:[^:@/]*@/, ":***@")}"`);
+  }
+  if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") throw new UsageError(`--redis: must be redis:// or rediss://, got "${parsed.protocol}//..."`);
+  if (!Number.isSafeInteger(lease)) throw new UsageError(`--redis-lease: too large`);
+  return { redisUrl: url, redisLease: lease };
+}
+
+/** The data plane's --metrics-listen, --access-log and --report-interval-ms, checked now. */
+function observability(flags: ParsedFlags): { metricsListen?: { host: string; port: number }; accessLog: AccessLogLevel; reportIntervalMs: number } {
+  const metrics = one(flags, "metrics-listen");
+  const accessLog = one(flags, "access-log")!;
+  if (!(ACCESS_LOG_LEVELS as readonly string[]).includes(accessLog)) {
+    throw new UsageError(`--access-log: must be one of ${ACCESS_LOG_LEVELS.join(", ")}, got "${accessLog}"`);
+  }
+  const reportIntervalMs = positiveInt("report-interval-ms", one(flags, "report-interval-ms")!);
+  if (reportIntervalMs < 100 || reportIntervalMs > 3_600_000) throw new UsageError(`--report-interval-ms: must be from 100 to 3600000, got ${reportIntervalMs}`);
+  return {
+    metricsListen: metrics === undefined ? undefined : parseHostPort("metrics-listen", metrics),
+    accessLog: accessLog as AccessLogLevel,
+    reportIntervalMs,
+  };
 }
 
 /** Waits for SIGTERM/SIGINT, then runs `stop` and exits 0 (1 if stopping failed). */
@@ -105,7 +174,8 @@ async function main(argv: string[]): Promise<void> {
       if (flags === "help") return void process.stdout.write(helpText("gateway control-plane [flags]", "Runs the control plane.", CONTROL_PLANE_FLAGS));
       const log = logger(flags, "control-plane");
       const { host, port } = parseHostPort("listen", one(flags, "listen")!);
-      const cp = await startControlPlane({ host, port, dataDir: one(flags, "data-dir")!, adminKey: one(flags, "admin-key"), nodeToken: one(flags, "node-token"), log });
+      const store = storeChoice(one(flags, "store")!, one(flags, "store-prefix")!, positiveInt("store-wait-replicas", one(flags, "store-wait-replicas")!));
+      const cp = await startControlPlane({ host, port, dataDir: one(flags, "data-dir")!, adminKey: one(flags, "admin-key"), nodeToken: one(flags, "node-token"), store, log });
       onSignals(log, () => cp.close());
       return;
     }
@@ -135,6 +205,8 @@ async function main(argv: string[]): Promise<void> {
         trustedProxies: (flags.get("trusted-proxies") ?? []).flatMap((v) => v.split(",")).map((v) => v.trim()).filter((v) => v !== ""),
         geoDbPath: one(flags, "geo-db"),
         snapshotCachePath: one(flags, "snapshot-cache"),
+        ...redisCounters(one(flags, "redis"), positiveInt("redis-lease", one(flags, "redis-lease")!)),
+        ...observability(flags),
         log,
       });
       onSignals(log, () => dp.close());
@@ -161,6 +233,9 @@ async function main(argv: string[]): Promise<void> {
       });
       return;
     }
+    case "rollout":
+      // A client command: exit as soon as it is done (an idle keep-alive socket must not hold the process).
+      return process.exit(await runRollout(rest));
     case undefined:
     case "--help":
     case "-h":
@@ -168,7 +243,7 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(USAGE);
       return;
     default:
-      throw new UsageError(`unknown command "${command}" (expected all-in-one, control-plane or data-plane)`);
+      throw new UsageError(`unknown command "${command}" (expected all-in-one, control-plane, data-plane or rollout)`);
   }
 }
 

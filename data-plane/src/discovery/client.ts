@@ -54,6 +54,10 @@ export class DiscoveryClient {
   private lastContactMs = 0;
   /** What the node serves, as resources: the base for deltas. */
   private resources = ResourceSet.empty();
+  /** Sends a report on the current stream; undefined while no stream is open. */
+  private sendReport: (() => void) | undefined;
+  /** Pending coalesced reportNow(). */
+  private reportSoon: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly opts: DiscoveryClientOptions,
@@ -90,8 +94,23 @@ export class DiscoveryClient {
     return { connected: this.connected, lastError: this.lastError, lastContactMs: this.lastContactMs };
   }
 
+  /**
+   * Sends a report now instead of at the next interval (a target changed state), coalescing the
+   * calls of the next few milliseconds into one report, so a burst of changes sends one message.
+   * No-op while no stream is open (the next stream's reports carry the state anyway).
+   */
+  reportNow(): void {
+    if (this.sendReport === undefined || this.reportSoon !== undefined) return;
+    this.reportSoon = setTimeout(() => {
+      this.reportSoon = undefined;
+      this.sendReport?.();
+    }, 20);
+  }
+
   /** Stops the loop and closes the stream. */
   async close(): Promise<void> {
+    if (this.reportSoon !== undefined) clearTimeout(this.reportSoon);
+    this.reportSoon = undefined;
     this.abort.abort();
     await this.running?.catch(() => undefined);
   }
@@ -166,6 +185,7 @@ export class DiscoveryClient {
       const interval = this.opts.reportIntervalMs ?? 5_000;
       if (this.handlers.buildReport !== undefined) {
         const build = this.handlers.buildReport;
+        this.sendReport = () => send(create(StreamRequestSchema, { kind: { case: "report", value: build() } }));
         const tick = () => {
           send(create(StreamRequestSchema, { kind: { case: "report", value: build() } }));
           // Jitter keeps a fleet's reports from arriving in lockstep.
@@ -218,6 +238,7 @@ export class DiscoveryClient {
       this.lastError = "stream ended by the control plane";
       return got;
     } finally {
+      this.sendReport = undefined;
       if (reportTimer !== undefined) clearTimeout(reportTimer);
       requests.close();
       ctrl.abort();

@@ -134,6 +134,12 @@ export class PassiveHealth {
   private readonly listeners = new Set<PassiveChangeListener>();
   private readonly clock: () => number;
   private check: ResolvedPassiveCheck;
+  /**
+   * No ejection ends before this (clock time): advance() returns at once until then, so the
+   * per-request calls (onResult, tryAcquire) cost a comparison, not a walk over every target.
+   * May be early (a forgotten key), never late.
+   */
+  private earliestEnd = Infinity;
 
   /**
    * `keys` are the targets of the backend the ejection percentage is measured against (pass the ones
@@ -252,12 +258,22 @@ export class PassiveHealth {
 
   /** Moves expired ejections to half-open (emitting the changes); every other method calls it first. */
   advance(now = this.clock()): void {
+    if (now < this.earliestEnd) return;
+    let earliest = Infinity;
+    const expired: string[] = [];
     for (const [key, s] of this.slots) {
-      if (s.state === "ejected" && now >= s.ejectedUntil) {
+      if (s.state !== "ejected") continue;
+      if (now >= s.ejectedUntil) {
         s.state = "half-open";
         s.admitted = 0;
-        this.emit(key, "half-open", { reason: "ejection-expired", ejections: s.ejections });
-      }
+        expired.push(key);
+      } else if (s.ejectedUntil < earliest) earliest = s.ejectedUntil;
+    }
+    this.earliestEnd = earliest;
+    // Emitted after the walk, so a listener that calls back in sees consistent bookkeeping.
+    for (const key of expired) {
+      const s = this.slots.get(key);
+      if (s !== undefined && s.state === "half-open") this.emit(key, "half-open", { reason: "ejection-expired", ejections: s.ejections });
     }
   }
 
@@ -280,6 +296,7 @@ export class PassiveHealth {
     s.failures = 0;
     s.admitted = 0;
     s.ejectedUntil = now + Math.min(this.check.baseEjectionMs * s.ejections, this.check.maxEjectionMs);
+    if (s.ejectedUntil < this.earliestEnd) this.earliestEnd = s.ejectedUntil;
     this.emit(key, "ejected", { reason, ejections: s.ejections, until: s.ejectedUntil });
   }
 

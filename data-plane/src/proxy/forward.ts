@@ -40,6 +40,42 @@ export interface ForwardOptions {
   readonly signal?: AbortSignal;
   /** The target origin's pool, from PoolRegistry. */
   readonly pool: Dispatcher;
+  /**
+   * Statuses the caller would rather retry than relay (the upstream's retry statuses, passed only
+   * while a retry is still allowed). Such a response is not committed to the client: its body is
+   * read (up to HOLD_BODY_LIMIT) and returned in `ForwardOutcome.held`, and the connection goes back
+   * to the pool. Applies only when nothing of the request has to be streamed (no body, or `body`
+   * given): a streamed body cannot be replayed, so holding its answer would only lose it.
+   */
+  readonly holdStatuses?: ReadonlySet<number>;
+  /**
+   * The request body, already read by the caller (a small body buffered so that a failed attempt
+   * can be replayed on another target). Sent instead of streaming `req`.
+   */
+  readonly body?: Buffer;
+  /**
+   * Longest silence between two chunks of a streamed request body (0 or unset disables), as
+   * APISIX's send timeout. undici has no request-side timeout, so this is the client socket's idle
+   * timer while the body streams: it fires when the client stalls, and when the target stops reading
+   * (backpressure stops us reading the client). The attempt is then aborted as "aborted" and the
+   * client connection closed; the target is not blamed, since a stalled client is the usual cause.
+   */
+  readonly sendTimeoutMs?: number;
+}
+
+/**
+ * Upper bound of a held response's body (see ForwardOptions.holdStatuses). Error pages are small; a
+ * larger answer is relayed as it is (committed, not retried) rather than buffered without limit.
+ */
+export const HOLD_BODY_LIMIT = 64 * 1024;
+
+/** A complete response kept back from the client (see ForwardOptions.holdStatuses). */
+export interface HeldResponse {
+  readonly status: number;
+  readonly statusText: string;
+  /** Response headers, hop-by-hop fields already removed (writeHead's flat list). */
+  readonly headers: string[];
+  readonly body: Buffer;
 }
 
 /** What happened, for the retry layer, passive health and metrics. */
@@ -68,6 +104,12 @@ export interface ForwardOutcome {
   readonly requestBodyConsumed: boolean;
   /** From forward() being called until the target's response ended or the attempt failed. */
   readonly durationMs: number;
+  /**
+   * Set when the target answered with one of `holdStatuses` and the response was kept back whole:
+   * nothing was sent to the client (`responseStarted` is false, `errorClass` undefined). The caller
+   * retries, or relays it with replayHeld().
+   */
+  readonly held?: HeldResponse;
 }
 
 const kForward = Symbol("forward");
@@ -98,6 +140,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   private resumeUpstream: (() => void) | null = null;
   private drainListening = false;
   private status = 0;
+  /** The response being held back (holdStatuses); null when relaying or before headers. */
+  private holding: { statusText: string; headers: string[]; chunks: Buffer[]; size: number } | null = null;
+  private held: HeldResponse | undefined;
   private responseStarted = false;
   private wroteBody = false;
   private corked = false;
@@ -109,6 +154,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     private readonly hasBody: boolean,
     private readonly start: number,
     private readonly signal: AbortSignal | undefined,
+    private readonly holdStatuses: ReadonlySet<number> | undefined,
   ) {}
 
   onConnect(abort: (err?: Error) => void): void {
@@ -129,6 +175,11 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     }
     this.status = statusCode;
     this.resumeUpstream = resume;
+    if (this.holdStatuses !== undefined && this.holdStatuses.has(statusCode)) {
+      // Filtered now, so a header Node would refuse fails this attempt before anything is decided.
+      this.holding = { statusText, headers: filterResponseHeaders(rawHeaders), chunks: [], size: 0 };
+      return true;
+    }
     // If Node refuses a header from the target, this throws before anything is committed; undici
     // then aborts with that error and the caller can still answer 502.
     res.writeHead(statusCode, statusText === "" ? undefined : statusText, filterResponseHeaders(rawHeaders));
@@ -144,6 +195,28 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onData(chunk: Buffer): boolean {
+    const holding = this.holding;
+    if (holding !== null) {
+      holding.chunks.push(chunk);
+      holding.size += chunk.length;
+      if (holding.size <= HOLD_BODY_LIMIT) return true;
+      // Too large to keep back: relay it after all (it is then an ordinary, committed response).
+      this.holding = null;
+      const res = this.res;
+      if (res.destroyed) {
+        this.onClientClose();
+        return true;
+      }
+      res.writeHead(this.status, holding.statusText === "" ? undefined : holding.statusText, holding.headers);
+      this.responseStarted = true;
+      this.wroteBody = true;
+      let ok = true;
+      for (const c of holding.chunks) ok = res.write(c);
+      if (ok) return true;
+      this.drainListening = true;
+      res.on("drain", onResponseDrain);
+      return false;
+    }
     this.wroteBody = true;
     if (this.res.write(chunk)) return true;
     // The client reads slower than the target writes: pause reading the target until it drains.
@@ -156,6 +229,14 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   onComplete(): void {
     if (this.done) return;
+    const holding = this.holding;
+    if (holding !== null) {
+      this.holding = null;
+      const body = holding.chunks.length === 1 ? holding.chunks[0] : Buffer.concat(holding.chunks, holding.size);
+      this.held = { status: this.status, statusText: holding.statusText, headers: holding.headers, body };
+      this.finish(undefined, undefined);
+      return;
+    }
     this.corked = false; // end() uncorks fully
     this.res.end();
     this.finish(undefined, undefined);
@@ -207,7 +288,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   private finish(errorClass: ErrorClass | undefined, error: Error | undefined): void {
     this.done = true;
+    this.holding = null;
     if (this.signal !== undefined) this.signal.removeEventListener("abort", this);
+    this.sendTimer?.stop();
     const req = this.req;
     const outcome: ForwardOutcome = {
       status: this.responseStarted || errorClass === undefined ? this.status : statusForErrorClass(errorClass),
@@ -215,11 +298,16 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
       error,
       responseStarted: this.responseStarted,
       // readableDidRead: a 'data' event happened; destroyed: undici discards the body on abort.
+      // hasBody is false when the caller passed the body buffered: it can always be sent again.
       requestBodyConsumed: this.hasBody && (req.readableDidRead || req.destroyed),
       durationMs: performance.now() - this.start,
+      held: this.held,
     };
     this.resolve(outcome);
   }
+
+  /** Idle timer of a streamed request body (ForwardOptions.sendTimeoutMs); undefined when off. */
+  sendTimer: SendTimer | undefined;
 }
 
 /**
@@ -262,7 +350,11 @@ export function forward(
     passHost: opts.passHost === "rewrite" && target.hostHeader === undefined ? "node" : opts.passHost,
     rewriteHost: target.hostHeader,
   });
-  const handler = new ForwardHandler(req, tracked, head.hasBody, start, signal);
+  const buffered = opts.body;
+  const streamed = head.hasBody && buffered === undefined;
+  // Holding only helps when the request can be sent again: nothing to stream, or a buffered body.
+  const hold = streamed ? undefined : opts.holdStatuses;
+  const handler = new ForwardHandler(req, tracked, streamed, start, signal, hold);
   const done = new Promise<ForwardOutcome>((resolve) => {
     handler.resolve = resolve;
   });
@@ -275,6 +367,9 @@ export function forward(
   if (tracked[kForward] === undefined) res.on("close", onResponseClose);
   tracked[kForward] = handler;
   if (signal !== undefined) signal.addEventListener("abort", handler);
+  if (streamed && opts.sendTimeoutMs !== undefined && opts.sendTimeoutMs > 0 && !req.complete) {
+    handler.sendTimer = new SendTimer(req, opts.sendTimeoutMs);
+  }
 
   try {
     opts.pool.dispatch(
@@ -283,7 +378,7 @@ export function forward(
         path: joinPath(target.basePath, path),
         method: req.method ?? "GET",
         headers: head.headers,
-        body: head.hasBody ? req : null,
+        body: buffered ?? (head.hasBody ? req : null),
         headersTimeout: opts.headersTimeoutMs,
         bodyTimeout: opts.bodyTimeoutMs,
       },
@@ -294,6 +389,103 @@ export function forward(
     handler.onError(err instanceof Error ? err : new Error(String(err)));
   }
   return done;
+}
+
+/**
+ * The client socket's idle timer while a request body streams (ForwardOptions.sendTimeoutMs).
+ * Cleared as soon as the body has been read or the attempt ends: left on the socket, it would cut a
+ * client that is only waiting for a slow answer (Node destroys a socket whose timeout nobody handles).
+ */
+class SendTimer {
+  private readonly onTimeout = (): void => {
+    // Destroying the request fails the upload; forward() then reports "aborted" (client side).
+    if (!this.req.complete) this.req.destroy();
+  };
+  private readonly onEnd = (): void => this.stop();
+  private active = true;
+
+  constructor(
+    private readonly req: IncomingMessage,
+    ms: number,
+  ) {
+    req.setTimeout(ms, this.onTimeout);
+    req.once("end", this.onEnd);
+  }
+
+  stop(): void {
+    if (!this.active) return;
+    this.active = false;
+    this.req.removeListener("timeout", this.onTimeout);
+    this.req.removeListener("end", this.onEnd);
+    if (!this.req.socket?.destroyed) this.req.setTimeout(0);
+  }
+}
+
+/** Largest request body buffered so that a retry can send it again (see bufferBody). */
+export const BUFFERED_BODY_LIMIT = 64 * 1024;
+
+/**
+ * The request's declared body length when it is small enough to buffer: Content-Length from 1 to
+ * BUFFERED_BODY_LIMIT and no Transfer-Encoding; 0 otherwise (no body, chunked, or too large: those
+ * stream and are never replayed). Reads rawHeaders, so req.headers is never built.
+ */
+export function smallBodyLength(rawHeaders: readonly string[]): number {
+  let length = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i];
+    if (name.length === 14 && name.toLowerCase() === "content-length") {
+      const v = rawHeaders[i + 1];
+      if (!/^\d{1,7}$/.test(v)) return 0;
+      length = Number(v);
+    } else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") {
+      return 0;
+    }
+  }
+  return length <= BUFFERED_BODY_LIMIT ? length : 0;
+}
+
+function ignoreError(): void {
+  // Errors of a request being buffered end in its 'close'; the listener only keeps them from
+  // being thrown as unhandled.
+}
+
+/**
+ * Reads a small request body whole (its length from smallBodyLength), so that retries can resend it.
+ * Resolves undefined when the client leaves, sends a body of another length, or stays silent for
+ * `idleTimeoutMs` (the upstream's send timeout; 0 waits indefinitely).
+ */
+export function bufferBody(req: IncomingMessage, length: number, idleTimeoutMs: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let settled = false;
+    const timer = idleTimeoutMs > 0 ? new SendTimer(req, idleTimeoutMs) : undefined;
+    const onData = (c: Buffer): void => {
+      chunks.push(c);
+      size += c.length;
+    };
+    const settle = (ok: boolean): void => {
+      if (settled) return;
+      settled = true;
+      timer?.stop();
+      req.removeListener("data", onData);
+      resolve(ok && size === length ? Buffer.concat(chunks, size) : undefined);
+    };
+    req.on("error", ignoreError);
+    req.on("data", onData);
+    req.once("end", () => settle(true));
+    req.once("close", () => settle(false));
+  });
+}
+
+/**
+ * Relays a response that forward() held back (ForwardOutcome.held), when the caller decides not to
+ * retry after all: the client gets the target's own answer, not a gateway error.
+ */
+export function replayHeld(res: ServerResponse, held: HeldResponse): void {
+  if (res.destroyed || res.headersSent) return;
+  res.writeHead(held.status, held.statusText === "" ? undefined : held.statusText, held.headers);
+  res.end(held.body);
 }
 
 /**
