@@ -2,7 +2,8 @@ import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf"
 import { Code, ConnectError } from "@connectrpc/connect";
 import type http from "node:http";
 import type http2 from "node:http2";
-import { NodeSchema } from "../../../proto/gen/gateway/v1/config_service_pb.js";
+import { GetFleetHealthResponseSchema, NodeSchema } from "../../../proto/gen/gateway/v1/config_service_pb.js";
+import { RolloutSchema, type Rollout } from "../../../proto/gen/gateway/v1/rollout_pb.js";
 import { RuleSchema } from "../../../proto/gen/gateway/v1/rule_pb.js";
 import { ApiKeySchema, JwtVerificationSchema, TenantSchema } from "../../../proto/gen/gateway/v1/tenant_pb.js";
 import { UpstreamSchema } from "../../../proto/gen/gateway/v1/upstream_pb.js";
@@ -10,6 +11,10 @@ import { ConfigError } from "../../../data-plane/src/config/errors.js";
 import type { ConfigApi } from "../config/api.js";
 import type { Authenticator, Principal } from "../config/auth.js";
 import type { NodeRegistry } from "../discovery/nodes.js";
+import type { Fleet } from "../fleet/fleet.js";
+import { fleetHealth } from "../fleet/health-api.js";
+import { fromApisixRule } from "./apisix.js";
+import type { RolloutApi } from "../rollout/api.js";
 import { decodeJson } from "./decode.js";
 
 /**
@@ -44,6 +49,21 @@ function json<D extends DescMessage>(schema: D, msg: MessageShape<D>): unknown {
   return toJson(schema, msg, { useProtoFieldName: true, alwaysEmitImplicit: true });
 }
 
+/**
+ * Revision a PUT is based on. Lost updates are refused, so a PUT must say what it read: the
+ * "revision" in the body or an If-Match ETag; `If-Match: *` is an explicit unconditional write.
+ * Without either the answer is 428 Precondition Required.
+ */
+function putRevision(req: Req, bodyRevision: bigint): bigint {
+  const h = req.headers["if-match"];
+  const v = Array.isArray(h) ? h[0] : h;
+  if (v?.trim() === "*") return 0n;
+  if (v === undefined && bodyRevision === 0n) {
+    throw new HttpError(428, "precondition_required", 'revision: send the revision you read (in the body, or as If-Match: "<revision>"), or If-Match: * to overwrite unconditionally');
+  }
+  return ifMatch(req, bodyRevision);
+}
+
 /** Revision to check: If-Match header (an ETag we sent) wins over a "revision" field in the body. */
 function ifMatch(req: Req, fallback: bigint): bigint {
   const h = req.headers["if-match"];
@@ -67,7 +87,7 @@ function objectBody(body: unknown): Record<string, unknown> {
 }
 
 /** Builds the REST handler. Returns false for paths it does not own. */
-export function restHandler(api: ConfigApi, auth: Authenticator, nodes: NodeRegistry) {
+export function restHandler(api: ConfigApi, auth: Authenticator, nodes: NodeRegistry, fleet?: Fleet, rollouts?: RolloutApi) {
   const routes: Route[] = [
     {
       method: "POST",
@@ -96,7 +116,7 @@ export function restHandler(api: ConfigApi, auth: Authenticator, nodes: NodeRegi
       run: async ({ p, params, body, req }) => {
         const t = decodeJson(TenantSchema, body);
         t.id = params[0];
-        t.revision = ifMatch(req, t.revision);
+        t.revision = putRevision(req, t.revision);
         const out = await api.updateTenant(p, t);
         return withEtag(json(TenantSchema, out), out.revision);
       },
@@ -134,7 +154,7 @@ export function restHandler(api: ConfigApi, auth: Authenticator, nodes: NodeRegi
       method: "POST",
       pattern: new RegExp(`^/api/v1/tenants/${ID}/rules$`),
       run: async ({ p, params, body }) => {
-        const { rule, warnings } = await api.createRule(p, params[0], decodeJson(RuleSchema, body));
+        const { rule, warnings } = await api.createRule(p, params[0], decodeJson(RuleSchema, fromApisixRule(body)));
         return withEtag({ ...(json(RuleSchema, rule) as object), warnings }, rule.revision, 201);
       },
     },
@@ -155,9 +175,9 @@ export function restHandler(api: ConfigApi, auth: Authenticator, nodes: NodeRegi
       method: "PUT",
       pattern: new RegExp(`^/api/v1/tenants/${ID}/rules/${ID}$`),
       run: async ({ p, params, body, req }) => {
-        const r = decodeJson(RuleSchema, body);
+        const r = decodeJson(RuleSchema, fromApisixRule(body));
         r.id = params[1];
-        r.revision = ifMatch(req, r.revision);
+        r.revision = putRevision(req, r.revision);
         const { rule, warnings } = await api.updateRule(p, params[0], r);
         return withEtag({ ...(json(RuleSchema, rule) as object), warnings }, rule.revision);
       },
@@ -197,7 +217,7 @@ export function restHandler(api: ConfigApi, auth: Authenticator, nodes: NodeRegi
       run: async ({ p, params, body, req }) => {
         const u = decodeJson(UpstreamSchema, body);
         u.id = params[1];
-        u.revision = ifMatch(req, u.revision);
+        u.revision = putRevision(req, u.revision);
         const { upstream, warnings } = await api.updateUpstream(p, params[0], u);
         return withEtag({ ...(json(UpstreamSchema, upstream) as object), warnings }, upstream.revision);
       },
@@ -220,6 +240,26 @@ export function restHandler(api: ConfigApi, auth: Authenticator, nodes: NodeRegi
         return withEtag(json(UpstreamSchema, u), u.revision);
       },
     },
+    {
+      method: "GET",
+      // The fleet's view of an upstream's targets. The id may also name a rule's inline targets,
+      // "rule/<id>" (and ".../canary", ".../split/<i>/<j>"), with its slashes raw or as %2F.
+      pattern: new RegExp(`^/api/v1/tenants/${ID}/upstreams/([A-Za-z0-9_.:%/\\[\\]-]+)/health$`),
+      run: ({ p, params, req }) => {
+        if (fleet === undefined) throw new ConnectError("fleet health is not available on this server", Code.Unavailable);
+        const windowMs = new URL(req.url ?? "/", "http://localhost").searchParams.get("window_ms") ?? "0";
+        if (!/^\d{1,10}$/.test(windowMs)) throw new ConfigError("window_ms", `must be a whole number of milliseconds, got "${windowMs}"`);
+        let backendId: string;
+        try {
+          backendId = decodeURIComponent(params[1]);
+        } catch {
+          throw new ConfigError("upstream_id", "is not valid percent-encoding");
+        }
+        const health = fleetHealth(p, api.current(), fleet, params[0], backendId, Number(windowMs));
+        return { status: 200, body: json(GetFleetHealthResponseSchema, health) };
+      },
+    },
+    ...(rollouts === undefined ? [] : rolloutRoutes(rollouts)),
     {
       method: "GET",
       pattern: /^\/api\/v1\/nodes$/,
@@ -260,6 +300,46 @@ export function restHandler(api: ConfigApi, auth: Authenticator, nodes: NodeRegi
     }
     return true;
   };
+}
+
+/** `/api/v1/tenants/{tenant_id}/rollouts`: create, list, read, and the pause/resume/promote/abort actions. */
+function rolloutRoutes(rollouts: RolloutApi): Route[] {
+  const view = (r: Rollout, status = 200) => withEtag(json(RolloutSchema, r), r.revision, status);
+  const actions = ["pause", "resume", "promote", "abort"] as const;
+  return [
+    {
+      method: "POST",
+      pattern: new RegExp(`^/api/v1/tenants/${ID}/rollouts$`),
+      run: async ({ p, params, body }) => view(await rollouts.create(p, params[0], decodeJson(RolloutSchema, body)), 201),
+    },
+    {
+      method: "GET",
+      pattern: new RegExp(`^/api/v1/tenants/${ID}/rollouts$`),
+      run: ({ p, params }) => ({ status: 200, body: { rollouts: rollouts.list(p, params[0]).map((r) => json(RolloutSchema, r)) } }),
+    },
+    {
+      method: "GET",
+      pattern: new RegExp(`^/api/v1/tenants/${ID}/rollouts/${ID}$`),
+      run: ({ p, params }) => view(rollouts.get(p, params[0], params[1])),
+    },
+    ...actions.map(
+      (action): Route => ({
+        method: "POST",
+        pattern: new RegExp(`^/api/v1/tenants/${ID}/rollouts/${ID}/${action}$`),
+        run: async ({ p, params, body, req }) => {
+          // Optional body: {"reason": "..."}; If-Match (or "revision") guards against acting on a stale view.
+          const b = objectBody(body);
+          for (const k of Object.keys(b)) if (k !== "reason" && k !== "revision") throw new ConfigError(k, "unknown field");
+          if (b.reason !== undefined && typeof b.reason !== "string") throw new ConfigError("reason", "must be a string");
+          if (b.revision !== undefined && !(typeof b.revision === "string" ? /^\d+$/.test(b.revision) : Number.isSafeInteger(b.revision) && (b.revision as number) >= 0)) {
+            throw new ConfigError("revision", "must be a non-negative integer");
+          }
+          const revision = ifMatch(req, b.revision === undefined ? 0n : BigInt(b.revision as string | number));
+          return view(await rollouts.act(p, params[0], params[1], action, (b.reason as string | undefined) ?? "", revision));
+        },
+      }),
+    ),
+  ];
 }
 
 function header(req: Req, name: string): string | undefined {
@@ -316,7 +396,9 @@ function sendError(res: Res, err: unknown): void {
     const status = STATUS_BY_CODE[err.code] ?? 500;
     const code = Code[err.code].replace(/[A-Z]/g, (c, i) => (i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`));
     const headers: Record<string, string> = status === 401 ? { "www-authenticate": "Bearer" } : {};
-    return send(res, status, { error: { code, message: err.rawMessage } }, headers);
+    // Validation messages start with the field path ("targets[1].weight: ..."): expose it as well.
+    const field = err.code === Code.InvalidArgument ? /^([A-Za-z_][\w.\[\]]*): /.exec(err.rawMessage)?.[1] : undefined;
+    return send(res, status, { error: field === undefined ? { code, message: err.rawMessage } : { code, message: err.rawMessage, field } }, headers);
   }
   console.error("config API internal error", err);
   send(res, 500, { error: { code: "internal", message: "internal error" } });
