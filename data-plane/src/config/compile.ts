@@ -6,6 +6,7 @@ import type { AlgorithmName, Balancer, BalancerTarget, LoadCounters } from "../b
 import { createBalancer } from "../balancer/factory.js";
 import { resolveActiveCheck, type ResolvedActiveCheck } from "../health/active.js";
 import { resolvePassiveCheck, type ResolvedPassiveCheck } from "../health/passive.js";
+import type { ForwardTarget } from "../proxy/forward.js";
 import { Router, RouteConflictError, stripLength, type RouteSpec } from "../router/match.js";
 import { compileMatch, type CompiledMatch } from "../split/expr.js";
 import { buildJwtVerifier, type JwtVerifier } from "../split/jwt.js";
@@ -37,6 +38,8 @@ export interface CompiledTarget extends BalancerTarget {
   readonly adminState: "enabled" | "draining" | "disabled";
   /** Active check for this target, if any (the upstream's, or the target's override). */
   readonly activeCheck: ResolvedActiveCheck | undefined;
+  /** What forward() needs of the target, built once here rather than per attempt. */
+  readonly forward: ForwardTarget;
   readonly hostname: string;
   readonly port: number;
 }
@@ -326,16 +329,18 @@ function inlineBackend(
     const url = parseTargetUrl(t.url, `${field}[${i}].url`);
     const port = url.port !== "" ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
     const weight = t.weight === 0 ? 0 : mode === "weighted" ? t.weight! : 1;
+    const basePath = url.pathname === "/" ? "" : url.pathname.replace(/\/$/, "");
     return {
       key: targetKey({ host: url.hostname.replace(/^\[|\]$/g, ""), port }),
       weight,
       load: { inFlight: 0, fleetInFlight: 0 },
       origin: url.origin,
-      basePath: url.pathname === "/" ? "" : url.pathname.replace(/\/$/, ""),
+      basePath,
       hostHeader: url.host,
       priority: 0,
       adminState: "enabled",
       activeCheck: undefined,
+      forward: { origin: url.origin, basePath, hostHeader: undefined },
       hostname: url.hostname,
       port,
     };
@@ -370,16 +375,18 @@ function compileUpstream(id: string, up: Upstream, revision: bigint, field: stri
     const key = targetKey(t);
     const hostForUrl = t.host.includes(":") ? `[${t.host}]` : t.host;
     const override = t.activeCheck ?? upstreamActive;
+    const origin = `${scheme}://${hostForUrl}:${t.port}`;
     return {
       key,
       weight: t.weight ?? 1,
       load: { inFlight: 0, fleetInFlight: 0 },
-      origin: `${scheme}://${hostForUrl}:${t.port}`,
+      origin,
       basePath: "",
       hostHeader: `${hostForUrl}:${t.port}`,
       priority: t.priority,
       adminState: (t.adminState || "enabled") as CompiledTarget["adminState"],
       activeCheck: override === undefined ? undefined : resolveActiveCheck(override, `${field}.targets[${i}].active_check`),
+      forward: { origin, basePath: "", hostHeader: up.passHost === "rewrite" ? up.upstreamHost : undefined },
       hostname: t.host,
       port: t.port,
     };

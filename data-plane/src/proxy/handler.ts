@@ -160,7 +160,7 @@ export function createProxyHandler(opts: ProxyHandlerOptions): (req: IncomingMes
         outcome = await forward(
           req,
           res,
-          { origin: target.origin, basePath: target.basePath, hostHeader: policy.passHost === "rewrite" ? policy.upstreamHost : undefined },
+          target.forward,
           path,
           {
             requestId,

@@ -26,16 +26,18 @@ export async function listenProxy(
   let active = 0;
   let closing = false;
   let drained: (() => void) | undefined;
+  // One listener shared by every response ('close' fires once per response), not a closure each.
+  const onResponseClose = () => {
+    active--;
+    // While draining, a keep-alive connection that just went idle is closed instead of reused.
+    if (closing) server.closeIdleConnections();
+    if (active === 0) drained?.();
+  };
   const server = http.createServer(
     { keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0, noDelay: true },
     (req, res) => {
       active++;
-      res.once("close", () => {
-        active--;
-        // While draining, a keep-alive connection that just went idle is closed instead of reused.
-        if (closing) server.closeIdleConnections();
-        if (active === 0) drained?.();
-      });
+      res.on("close", onResponseClose);
       handler(req, res);
     },
   );
