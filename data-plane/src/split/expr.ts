@@ -74,21 +74,55 @@ const ALWAYS: CompiledMatch = { test: () => true, needsJwt: false };
  */
 export function compileMatch(match: readonly MatchClauseInput[] | undefined, field: string): CompiledMatch {
   if (match === undefined || match.length === 0) return ALWAYS;
-  let needsJwt = false;
-  const clauses: Predicate[][] = [];
-  match.forEach((clause, i) => {
+  const plain = match.map((clause, i) => {
     const vars = (clause as { vars?: unknown } | null)?.vars;
     if (!Array.isArray(vars)) throw new ConfigError(`${field}[${i}].vars`, "must be a list of expressions");
-    clauses.push(
-      vars.map((raw: unknown, j: number) => {
-        const compiled = compileExpression(toPlain(raw), `${field}[${i}].vars[${j}]`);
-        needsJwt ||= compiled.needsJwt;
-        return compiled.predicate;
-      }),
-    );
+    return vars.map(toPlain);
   });
+  // Identical matches (the same canary condition on many rules) share one compiled match, as
+  // identical expressions do (see INTERNED): fewer distinct objects for the request path to load.
+  const key = jsonKey(plain);
+  const hit = key === undefined ? undefined : INTERNED_MATCHES.get(key);
+  if (hit !== undefined) return hit;
+  const compiled = compilePlainMatch(plain, field);
+  if (key !== undefined) {
+    if (INTERNED_MATCHES.size >= MAX_INTERNED) INTERNED_MATCHES.clear();
+    INTERNED_MATCHES.set(key, compiled);
+  }
+  return compiled;
+}
+
+/** JSON text as a cache key; undefined for what JSON cannot express (cyclic input, refused later). */
+function jsonKey(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return undefined;
+  }
+}
+
+function compilePlainMatch(match: readonly unknown[][], field: string): CompiledMatch {
+  let needsJwt = false;
+  const clauses: Predicate[][] = match.map((vars, i) =>
+    vars.map((expr, j) => {
+      const compiled = compileExpression(expr, `${field}[${i}].vars[${j}]`);
+      needsJwt ||= compiled.needsJwt;
+      return compiled.predicate;
+    }),
+  );
   // An empty vars is an AND of nothing: true, and so is the OR around it (no token to verify).
   if (clauses.some((c) => c.length === 0)) return ALWAYS;
+  // The common shapes get a test with fewer objects between the split rule and the expression:
+  // with many rules the cost per request is mostly memory loads, one per object on the way.
+  if (clauses.length === 1) {
+    const only = clauses[0];
+    if (only.length === 1) return { needsJwt, test: only[0] };
+    if (only.length === 2) {
+      const [a, b] = only;
+      return { needsJwt, test: (req) => a(req) && b(req) };
+    }
+    return { needsJwt, test: (req) => allOf(only, req) };
+  }
   return {
     needsJwt,
     test(req: RequestView): boolean {
@@ -103,6 +137,11 @@ export function compileMatch(match: readonly MatchClauseInput[] | undefined, fie
       return false;
     },
   };
+}
+
+function allOf(predicates: readonly Predicate[], req: RequestView): boolean {
+  for (let j = 0; j < predicates.length; j++) if (!predicates[j](req)) return false;
+  return true;
 }
 
 function toPlain(raw: unknown): unknown {
@@ -120,7 +159,28 @@ interface CompiledExpression {
 
 const OPERATORS = new Set(["==", "~=", ">", "<", ">=", "<=", "~~", "~*", "in", "has", "ipmatch"]);
 
+/**
+ * Compiled expressions by their JSON text. A predicate depends on nothing but its expression, so
+ * rules repeating one (the same canary header on many routes) share one closure and one compiled
+ * regex: compiling is cheaper and the request path touches less memory. Bounded; cleared when full.
+ */
+const INTERNED = new Map<string, CompiledExpression>();
+const INTERNED_MATCHES = new Map<string, CompiledMatch>();
+const MAX_INTERNED = 8192;
+
 function compileExpression(expr: unknown, field: string): CompiledExpression {
+  const key = jsonKey(expr);
+  const hit = key === undefined ? undefined : INTERNED.get(key);
+  if (hit !== undefined) return hit;
+  const compiled = compileExpressionUncached(expr, field);
+  if (key !== undefined) {
+    if (INTERNED.size >= MAX_INTERNED) INTERNED.clear();
+    INTERNED.set(key, compiled);
+  }
+  return compiled;
+}
+
+function compileExpressionUncached(expr: unknown, field: string): CompiledExpression {
   if (!Array.isArray(expr)) throw new ConfigError(field, "expression must be an array [var, op, value] or [var, \"!\", op, value]");
   if (typeof expr[0] === "string" && /^!?(and|or)$/i.test(expr[0])) {
     throw new ConfigError(field, `nested logical operators (${expr[0]}) are not supported: list expressions in vars (AND) or in separate match entries (OR)`);
@@ -137,15 +197,62 @@ function compileExpression(expr: unknown, field: string): CompiledExpression {
   if (!OPERATORS.has(op)) throw new ConfigError(field, `unknown operator ${JSON.stringify(rawOp)}`);
   if (value === null || value === undefined) throw new ConfigError(field, "value of wrong type: value is missing (null)");
 
-  const getter = compileVariable(name, field);
+  const variable = compileVariable(name, field);
   // `~=` is the negation of `==` so that the two agree on every input, missing variables included.
   const valueTest = compileOperator(op === "~=" ? "==" : op, value, field);
   const inverted = negate !== (op === "~=");
-  const predicate: Predicate = inverted ? (req) => !valueTest(getter(req)) : (req) => valueTest(getter(req));
+  const equals = (op === "==" || op === "~=") && typeof value === "string" ? value : undefined;
+  const predicate = specialised(variable, equals, valueTest, inverted) ?? generic(variable.get, valueTest, inverted);
   return { predicate, needsJwt: name.startsWith("jwt_") };
 }
 
-function compileVariable(name: string, field: string): Getter {
+function generic(getter: Getter, valueTest: ValueTest, inverted: boolean): Predicate {
+  return inverted ? (req) => !valueTest(getter(req)) : (req) => valueTest(getter(req));
+}
+
+/**
+ * Predicates for the most common expressions (a header, query parameter or cookie, compared with
+ * `==` to a string or tested by an operator) that call the view directly instead of going through a
+ * getter closure; `==` on a string compares inline (the view's values are strings or undefined, and
+ * undefined never equals a string, as equalsTest has it). Same results as generic(); fewer hops.
+ */
+function specialised(v: Variable, equals: string | undefined, valueTest: ValueTest, inverted: boolean): Predicate | undefined {
+  const name = v.name;
+  switch (v.kind) {
+    case "header":
+      if (equals !== undefined) return inverted ? (req) => req.header(name) !== equals : (req) => req.header(name) === equals;
+      return inverted ? (req) => !valueTest(req.header(name)) : (req) => valueTest(req.header(name));
+    case "query":
+      if (equals !== undefined) return inverted ? (req) => req.query(name) !== equals : (req) => req.query(name) === equals;
+      return inverted ? (req) => !valueTest(req.query(name)) : (req) => valueTest(req.query(name));
+    case "cookie":
+      if (equals !== undefined) return inverted ? (req) => req.cookie(name) !== equals : (req) => req.cookie(name) === equals;
+      return inverted ? (req) => !valueTest(req.cookie(name)) : (req) => valueTest(req.cookie(name));
+    default:
+      return undefined;
+  }
+}
+
+/** A compiled variable: its getter, and for the plain kinds the name the view is asked for. */
+interface Variable {
+  readonly kind: "header" | "query" | "cookie" | "other";
+  readonly name: string;
+  readonly get: Getter;
+}
+
+function compileVariable(name: string, field: string): Variable {
+  const getter = compileGetter(name, field);
+  if (name.startsWith("http_")) {
+    const header = name.slice(5).toLowerCase();
+    // Names with underscores also try the dashed header (see the module doc): the generic path.
+    return header.includes("_") ? { kind: "other", name: header, get: getter } : { kind: "header", name: header, get: getter };
+  }
+  if (name.startsWith("arg_")) return { kind: "query", name: name.slice(4), get: getter };
+  if (name.startsWith("cookie_")) return { kind: "cookie", name: name.slice(7), get: getter };
+  return { kind: "other", name, get: getter };
+}
+
+function compileGetter(name: string, field: string): Getter {
   switch (name) {
     case "remote_addr":
       return (req) => req.remoteAddr();
@@ -285,16 +392,81 @@ function numericTest(op: string, bound: number): ValueTest {
 
 function regexTest(value: unknown, caseInsensitive: boolean, field: string): ValueTest {
   if (typeof value !== "string") throw new ConfigError(field, `value of wrong type: a regex must be a string, got ${describe(value)}`);
+  const regex = compileRegex(value, caseInsensitive, field);
+  return (v) => {
+    const text = typeof v === "string" ? v : textOf(v);
+    return text !== undefined && regex.test(text);
+  };
+}
+
+/** A compiled RE2 regex with a pre-check on the literal every match contains (see requiredLiteral). */
+class CompiledRegex {
+  private readonly literal: string;
+  private readonly anchored: boolean;
+
+  constructor(
+    private readonly re: RE2JS,
+    required: { literal: string; anchored: boolean } | undefined,
+  ) {
+    this.literal = required?.literal ?? "";
+    this.anchored = required?.anchored ?? false;
+  }
+
+  /**
+   * Unanchored search, as lua-resty-expr's re.find. A text without the pattern's literal cannot
+   * match: most texts are refused without running the regex (a User-Agent against "^Beta/" costs a
+   * startsWith, not an RE2 search).
+   */
+  test(text: string): boolean {
+    const literal = this.literal;
+    if (literal.length > 0 && !(this.anchored ? text.startsWith(literal) : text.includes(literal))) return false;
+    return this.re.test(text);
+  }
+}
+
+const REGEXES = new Map<string, CompiledRegex>();
+
+/** Compiles (or reuses: RE2 compilation is the costly part of compiling a snapshot) a regex. */
+function compileRegex(pattern: string, caseInsensitive: boolean, field: string): CompiledRegex {
+  const key = (caseInsensitive ? "i:" : "s:") + pattern;
+  const hit = REGEXES.get(key);
+  if (hit !== undefined) return hit;
   let re: RE2JS;
   try {
-    re = RE2JS.compile(value, caseInsensitive ? RE2JS.CASE_INSENSITIVE : 0);
+    re = RE2JS.compile(pattern, caseInsensitive ? RE2JS.CASE_INSENSITIVE : 0);
   } catch (err) {
     throw new ConfigError(field, `invalid regex: ${(err as Error).message}`);
   }
-  return (v) => {
-    const text = typeof v === "string" ? v : textOf(v);
-    return text !== undefined && re.test(text);
-  };
+  const compiled = new CompiledRegex(re, caseInsensitive ? undefined : requiredLiteral(pattern));
+  if (REGEXES.size >= MAX_INTERNED) REGEXES.clear();
+  REGEXES.set(key, compiled);
+  return compiled;
+}
+
+/** Characters that end a literal run in an RE2 pattern (anything that is not a plain character). */
+const REGEX_META = new Set([".", "[", "]", "(", ")", "^", "$", "|", "*", "+", "?", "{", "}", "\\"]);
+
+/**
+ * A literal every match must contain: the run of plain characters the pattern starts with (after a
+ * leading "^", in which case the text must start with it). Undefined when there is none or the
+ * pattern has an alternation anywhere (a branch need not contain it). A quantifier after the run
+ * makes its last character optional, so that character is left out. Only ever a necessary
+ * condition: it may let through texts the regex refuses, never refuse one it would match.
+ */
+export function requiredLiteral(pattern: string): { literal: string; anchored: boolean } | undefined {
+  if (pattern.includes("|")) return undefined;
+  const anchored = pattern.charCodeAt(0) === 94; /* ^ */
+  const start = anchored ? 1 : 0;
+  let end = start;
+  while (end < pattern.length && !REGEX_META.has(pattern[end])) end++;
+  const next = pattern[end];
+  if (next === "?" || next === "*" || next === "+" || next === "{") {
+    end--;
+    // The quantified character may be a surrogate pair: drop both halves.
+    const low = pattern.charCodeAt(end);
+    if (low >= 0xdc00 && low <= 0xdfff && end > start && pattern.charCodeAt(end - 1) >= 0xd800 && pattern.charCodeAt(end - 1) <= 0xdbff) end--;
+  }
+  return end > start ? { literal: pattern.slice(start, end), anchored } : undefined;
 }
 
 function inTest(value: unknown, field: string): ValueTest {

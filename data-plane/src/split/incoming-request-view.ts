@@ -5,8 +5,13 @@
  * Construction only stores two references: most requests are routed without any split expression
  * reading them, so nothing is parsed until an expression asks, and what is parsed (query string,
  * cookies, client address, country) is parsed once and kept for the other expressions.
+ *
+ * Headers are read from `rawHeaders`, never from `req.headers`: node builds that object lazily on
+ * first access, at about a microsecond for a dozen headers, which is more than all the split
+ * expressions of a rule cost together; the proxy itself never builds it either (see
+ * ../proxy/headers.ts). A split rule reads a handful of headers, and scanning the raw list for each
+ * is cheaper than building the object once.
  */
-import type { IncomingHttpHeaders } from "node:http";
 import type { CountryDb } from "./geo.js";
 import { clientIp, type CidrSet } from "./ip.js";
 import { claimAt, type JwtClaims } from "./jwt.js";
@@ -16,7 +21,6 @@ import type { RequestView } from "./request-view.js";
 export interface IncomingRequestLike {
   readonly method?: string;
   readonly url?: string;
-  readonly headers: IncomingHttpHeaders;
   readonly rawHeaders: readonly string[];
   readonly socket: { readonly remoteAddress?: string } | null;
 }
@@ -33,6 +37,9 @@ export interface RequestViewEnv {
 }
 
 const NO_ENV: RequestViewEnv = {};
+
+/** scanQuery's answer when the query string needs URLSearchParams' decoding. */
+const NEEDS_DECODING = Symbol("needs decoding");
 /** Marks a lazily computed field that may legitimately be undefined as not computed yet. */
 const UNSET = Symbol("unset");
 
@@ -40,8 +47,11 @@ const UNSET = Symbol("unset");
 export class IncomingRequestView implements RequestView {
   private claims: JwtClaims | undefined = undefined;
   private hostValue: string | undefined = undefined;
-  private params: URLSearchParams | null | undefined = undefined; // null: no query string
-  private cookies: Map<string, string> | undefined = undefined;
+  /** Index in uri where the query string starts (after "?"); -1: none; -2: not looked up yet. */
+  private queryStart = -2;
+  /** Full parse, only for query strings the scan cannot read as is (see query()). */
+  private params: URLSearchParams | undefined = undefined;
+  private cookieHeader: string | null | undefined = undefined; // null: no Cookie header
   private address: string | undefined = undefined;
   private country: string | undefined | typeof UNSET = UNSET;
 
@@ -67,32 +77,45 @@ export class IncomingRequestView implements RequestView {
   }
 
   get host(): string {
-    if (this.hostValue === undefined) this.hostValue = hostWithoutPort(this.req.headers.host ?? authority(this.req.headers));
+    if (this.hostValue === undefined) {
+      const raw = this.req.rawHeaders;
+      this.hostValue = hostWithoutPort(firstRawHeader(raw, "host") ?? firstRawHeader(raw, ":authority") ?? "");
+    }
     return this.hostValue;
   }
 
+  /** The first value of the header as sent (a repeated header is not joined); `name` is lower case. */
   header(name: string): string | undefined {
-    const value = this.req.headers[name];
-    if (value === undefined) return undefined;
-    if (typeof value !== "string") return value[0];
-    // node joins repeated headers with ", ". Only a value with a comma can be a join, and only
-    // then is it worth finding the first occurrence among the raw headers.
-    if (value.indexOf(",") < 0) return value;
-    return firstRawHeader(this.req.rawHeaders, name) ?? value;
+    return firstRawHeader(this.req.rawHeaders, name);
   }
 
+  /**
+   * As URLSearchParams.get on the query string, without building it: a split rule asks for one or
+   * two parameters, and scanning for them costs a fraction of a full parse. Query strings the scan
+   * cannot read as is (a key or the wanted value with '%' or '+', which need decoding) are parsed
+   * with URLSearchParams once, and that parse answers from then on.
+   */
   query(name: string): string | undefined {
-    if (this.params === undefined) {
-      const uri = this.uri;
+    if (this.params !== undefined) return this.params.get(name) ?? undefined;
+    const uri = this.uri;
+    if (this.queryStart === -2) {
       const q = uri.indexOf("?");
-      this.params = q < 0 || q === uri.length - 1 ? null : new URLSearchParams(uri.slice(q + 1));
+      this.queryStart = q < 0 || q === uri.length - 1 ? -1 : q + 1;
     }
-    return this.params === null ? undefined : (this.params.get(name) ?? undefined);
+    if (this.queryStart < 0) return undefined;
+    const found = scanQuery(uri, this.queryStart, name);
+    if (found !== NEEDS_DECODING) return found;
+    this.params = new URLSearchParams(uri.slice(this.queryStart));
+    return this.params.get(name) ?? undefined;
   }
 
+  /**
+   * The cookie's value, found by scanning the Cookie header (several joined with "; ", as node
+   * does; read once) rather than parsing all of it.
+   */
   cookie(name: string): string | undefined {
-    if (this.cookies === undefined) this.cookies = parseCookies(this.req.headers.cookie);
-    return this.cookies.get(name);
+    if (this.cookieHeader === undefined) this.cookieHeader = joinedRawHeader(this.req.rawHeaders, "cookie", "; ") ?? null;
+    return this.cookieHeader === null ? undefined : findCookie(this.cookieHeader, name);
   }
 
   jwtClaim(path: string): unknown {
@@ -101,8 +124,9 @@ export class IncomingRequestView implements RequestView {
 
   remoteAddr(): string {
     if (this.address === undefined) {
-      const xff = this.req.headers["x-forwarded-for"];
-      this.address = clientIp(this.req.socket?.remoteAddress, typeof xff === "string" ? xff : xff?.join(", "), this.env.trustedProxies);
+      // Several X-Forwarded-For lines form one list, in order (node joins them with ", " too).
+      const xff = joinedRawHeader(this.req.rawHeaders, "x-forwarded-for", ", ");
+      this.address = clientIp(this.req.socket?.remoteAddress, xff, this.env.trustedProxies);
     }
     return this.address;
   }
@@ -115,11 +139,6 @@ export class IncomingRequestView implements RequestView {
     }
     return this.country;
   }
-}
-
-function authority(headers: IncomingHttpHeaders): string {
-  const value = headers[":authority"];
-  return typeof value === "string" ? value : "";
 }
 
 /** "Example.COM:8080" → "example.com"; "[::1]:8080" → "[::1]" (brackets kept, as hosts are written in URLs). */
@@ -142,8 +161,18 @@ function firstRawHeader(raw: readonly string[], lowerName: string): string | und
   return undefined;
 }
 
+/** Every value of a repeated header joined with `separator`, in order; undefined when absent. */
+function joinedRawHeader(raw: readonly string[], lowerName: string, separator: string): string | undefined {
+  let joined: string | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (equalsLowerAscii(raw[i], lowerName)) joined = joined === undefined ? raw[i + 1] : joined + separator + raw[i + 1];
+  }
+  return joined;
+}
+
 function equalsLowerAscii(candidate: string, lower: string): boolean {
   if (candidate.length !== lower.length) return false;
+  if (candidate === lower) return true; // HTTP/2 names, and HTTP/1 clients that send lower case
   for (let i = 0; i < lower.length; i++) {
     let c = candidate.charCodeAt(i);
     if (c >= 65 && c <= 90) c += 32;
@@ -153,25 +182,81 @@ function equalsLowerAscii(candidate: string, lower: string): boolean {
 }
 
 /**
- * Cookie pairs by name, first occurrence winning (the most specific path comes first, RFC 6265
- * §5.4). Values are kept as sent (no percent-decoding), like nginx's $cookie_<name> that APISIX
- * configs are written against; surrounding double quotes are removed.
+ * URLSearchParams(qs.slice(from)).get(name) for the common case, by a scan that allocates only the
+ * answer: `&`-separated pairs, the first `=` splitting key and value, the first pair with the key
+ * winning.
+ * Returns NEEDS_DECODING, and the caller parses fully, when a key before the match (or the match's
+ * value) holds '%' or '+' (percent-decoding and '+' as space could make it equal `name` or change
+ * it), or the string starts with '?' (which URLSearchParams skips).
  */
-function parseCookies(header: string | undefined): Map<string, string> {
-  const cookies = new Map<string, string>();
-  if (header === undefined) return cookies;
-  let start = 0;
-  while (start < header.length) {
-    let end = header.indexOf(";", start);
-    if (end < 0) end = header.length;
-    const eq = header.indexOf("=", start);
-    if (eq > start && eq < end) {
-      const name = header.slice(start, eq).trim();
-      let value = header.slice(eq + 1, end).trim();
-      if (value.length >= 2 && value.charCodeAt(0) === 34 && value.charCodeAt(value.length - 1) === 34) value = value.slice(1, -1);
-      if (name.length > 0 && !cookies.has(name)) cookies.set(name, value);
+function scanQuery(qs: string, from: number, name: string): string | undefined | typeof NEEDS_DECODING {
+  if (qs.charCodeAt(from) === 63 /* ? */) return NEEDS_DECODING;
+  const n = qs.length;
+  let start = from;
+  while (start < n) {
+    let end = qs.indexOf("&", start);
+    if (end < 0) end = n;
+    if (end > start) {
+      let eq = qs.indexOf("=", start);
+      if (eq < 0 || eq > end) eq = end;
+      if (needsDecoding(qs, start, eq)) return NEEDS_DECODING;
+      if (eq - start === name.length && qs.startsWith(name, start)) {
+        const valueStart = eq < end ? eq + 1 : end;
+        return needsDecoding(qs, valueStart, end) ? NEEDS_DECODING : qs.slice(valueStart, end);
+      }
     }
     start = end + 1;
   }
-  return cookies;
+  return undefined;
+}
+
+function needsDecoding(s: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 37 /* % */ || c === 43 /* + */) return true;
+  }
+  return false;
+}
+
+/** ECMAScript WhiteSpace and LineTerminator: what String.prototype.trim removes. */
+function isTrimmed(c: number): boolean {
+  if (c <= 32) return c === 32 || (c >= 9 && c <= 13);
+  if (c < 0xa0) return false;
+  return c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
+}
+
+/**
+ * One cookie from a Cookie header, first occurrence winning (the most specific path comes first,
+ * RFC 6265 §5.4). Names and values are trimmed; values are kept as sent (no percent-decoding), like
+ * nginx's $cookie_<name> that APISIX configs are written against; surrounding double quotes are
+ * removed. Scans in place: only the answer is allocated.
+ */
+function findCookie(header: string, name: string): string | undefined {
+  if (name.length === 0) return undefined;
+  const n = header.length;
+  let start = 0;
+  while (start < n) {
+    let end = header.indexOf(";", start);
+    if (end < 0) end = n;
+    const eq = header.indexOf("=", start);
+    if (eq > start && eq < end) {
+      let ns = start;
+      let ne = eq;
+      while (ns < ne && isTrimmed(header.charCodeAt(ns))) ns++;
+      while (ne > ns && isTrimmed(header.charCodeAt(ne - 1))) ne--;
+      if (ne - ns === name.length && header.startsWith(name, ns)) {
+        let vs = eq + 1;
+        let ve = end;
+        while (vs < ve && isTrimmed(header.charCodeAt(vs))) vs++;
+        while (ve > vs && isTrimmed(header.charCodeAt(ve - 1))) ve--;
+        if (ve - vs >= 2 && header.charCodeAt(vs) === 34 && header.charCodeAt(ve - 1) === 34) {
+          vs++;
+          ve--;
+        }
+        return header.slice(vs, ve);
+      }
+    }
+    start = end + 1;
+  }
+  return undefined;
 }

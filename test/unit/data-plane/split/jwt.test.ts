@@ -258,8 +258,7 @@ describe("jwt_ expressions over verified claims", () => {
     expect(match.needsJwt).toBe(true);
 
     async function routed(token: string): Promise<boolean> {
-      const headers = { authorization: `Bearer ${token}` };
-      const view = new IncomingRequestView({ method: "GET", url: "/", headers, rawHeaders: [], socket: null });
+      const view = new IncomingRequestView({ method: "GET", url: "/", rawHeaders: ["Authorization", `Bearer ${token}`], socket: null });
       const raw = verifier.token(view.header(verifier.header));
       view.setJwtClaims(raw === undefined ? undefined : await verifier.verify(raw));
       return match.test(view);
