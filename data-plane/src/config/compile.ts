@@ -271,6 +271,9 @@ function compileRule(rule: Rule, revision: bigint, field: string, backends: Map<
     needsJwt ||= compiled.match.needsJwt || compiled.hashOn?.source === "jwt_claim";
     return compiled;
   });
+  // A backend that hashes on a claim (consistent hashing) needs the verified claims too.
+  const hashesOnClaim = (b: CompiledBackend) => b.hashOn?.source === "jwt_claim";
+  needsJwt ||= hashesOnClaim(backend) || (canary !== undefined && hashesOnClaim(canary.backend)) || split.some((sr) => sr.choices.some((c) => hashesOnClaim(c.backend)));
 
   return {
     name: `rule ${rule.id} (tenant ${rule.tenantId}, ${rule.path})`,

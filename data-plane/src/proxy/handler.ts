@@ -89,16 +89,18 @@ export function createProxyHandler(opts: ProxyHandlerOptions): (req: IncomingMes
 
     let view: IncomingRequestView | undefined;
     let backend = route.backend;
-    if (route.canary !== undefined || route.split.length > 0) {
+    if (route.needsJwt) {
+      // Claims are read only from a verified token, and verification is async: done before any
+      // expression or hash key reads them, and only for rules that use them.
       view = new IncomingRequestView(req, env);
-      if (route.needsJwt) {
-        const tenant = config.tenants.get(route.tenantId);
-        const verifier = tenant?.jwt;
-        if (verifier !== undefined) {
-          const token = verifier.token(view.header(verifier.header));
-          if (token !== undefined) view.setJwtClaims(await verifier.verify(token));
-        }
+      const verifier = config.tenants.get(route.tenantId)?.jwt;
+      if (verifier !== undefined) {
+        const token = verifier.token(view.header(verifier.header));
+        if (token !== undefined) view.setJwtClaims(await verifier.verify(token));
       }
+    }
+    if (route.canary !== undefined || route.split.length > 0) {
+      view ??= new IncomingRequestView(req, env);
       const chosen = chooseBackend(route, view, opts.counters);
       backend = chosen instanceof Promise ? await chosen : chosen;
     }

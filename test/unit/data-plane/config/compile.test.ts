@@ -70,4 +70,18 @@ describe("compileSnapshot carry-over", () => {
       expect(e.where).toBe("host * path /same/* (any method)");
     }
   });
+
+  it("marks a route whose upstream hashes on a JWT claim as needing verified claims", () => {
+    const hashed = create(ResourceSchema, {
+      name: "upstream/h",
+      revision: 1n,
+      kind: {
+        case: "upstream",
+        value: { id: "h", tenantId: "t", name: "h", algorithm: "consistent-hash", hashOn: { source: "jwt_claim", name: "sub" }, targets: [{ host: "10.0.0.1", port: 80 }] },
+      },
+    });
+    const config = compile(1n, [tenant("t"), hashed, rule("r", 2n, "/h/*", [], { upstreamId: "h" }), rule("plain", 3n, "/p/*", [{ url: "http://p" }])]);
+    expect(config.routes.find((r) => r.ruleId === "r")!.needsJwt).toBe(true);
+    expect(config.routes.find((r) => r.ruleId === "plain")!.needsJwt).toBe(false);
+  });
 });
