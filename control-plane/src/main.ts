@@ -19,6 +19,9 @@ import { listenDual } from "./server/listen.js";
 import { describeStore, openConfigStore, type StoreChoice } from "./store/open.js";
 import type { ConfigStore } from "./store/store.js";
 
+/** Nodes with evidence needed before a fleet-wide down verdict (a strict majority of them is needed too). */
+export const FLEET_MIN_VOTERS = 1;
+
 /** Options of a control-plane process. */
 export interface ControlPlaneOptions {
   readonly host: string;
@@ -68,7 +71,14 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const auth = new Authenticator(admin.value, (hash) => api.lookupKey(hash));
   // The fleet pushes through the discovery server, which is built just below; it sends nothing
   // before a node connects.
-  const fleet = new Fleet({ config: api.current(), send: (nodeId, msg) => discovery.sendTo(nodeId, msg) });
+  const fleet = new Fleet({
+    config: api.current(),
+    send: (nodeId, msg) => discovery.sendTo(nodeId, msg),
+    // One node with evidence (its own traffic or probes) that sees a target down is believed while no
+    // node with evidence contradicts it, so nodes that never sent the target a request stop routing
+    // there before a client request fails on them.
+    view: { minVoters: FLEET_MIN_VOTERS },
+  });
   api.onChange((s) => fleet.configChanged(s));
   // Rollouts commit through the same store as config writes and judge canaries on the fleet's reports.
   const rolloutWriter = new RolloutWriter(store, () => api.current());

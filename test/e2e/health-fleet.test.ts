@@ -148,10 +148,10 @@ describe("against a scripted control plane", () => {
 });
 
 describe("with the real control plane", () => {
-  it("data planes that see a target die get it marked down fleet-wide; one that never sent it traffic stops routing there", async () => {
+  it("two data planes, only one sends traffic to a dying target: the other learns the fleet verdict and never routes there", async () => {
     const cp = await startControlPlane();
     const api = GatewayApi.of(cp);
-    const nodes = ["fleet-dp-1", "fleet-dp-2", "fleet-dp-3"];
+    const nodes = ["fleet-dp-1", "fleet-dp-2"];
     const planes = await Promise.all(nodes.map((nodeId) => startObservedDataPlane({ controlPlane: cp.url, nodeId, token: cp.nodeToken, reportIntervalMs: 500 })));
     const t = await api.createTenant("fleet");
     const [good, dying] = await Promise.all([startSwitchTarget("fleet-good"), startSwitchTarget("fleet-dying")]);
@@ -164,23 +164,21 @@ describe("with the real control plane", () => {
     const rule = await api.mustCreateRule(t, { path: "/fleet/*", upstream_id: up.id, methods: ["GET"], strip_path: true });
     await api.waitForAcked(rule.revision, nodes);
 
-    // Two nodes send traffic and see the target die; the third sends nothing to it.
-    const [p1, p2, p3] = planes;
+    // One node sends traffic and sees the target die; the other sends nothing to it.
+    const [p1, p3] = planes;
     const mark3 = p3.dp.proc.mark();
     await dying.target.close();
-    for (const p of [p1, p2]) {
-      const mark = p.dp.proc.mark();
-      const r = await sendRequests(p.dp.url, 8, { path: "/fleet/x" });
-      expect(r.failures).toEqual([]);
-      await p.dp.proc.waitForMsg("passive health state changed", { target: dying.key, state: "ejected" }, { since: mark });
-    }
+    const mark = p1.dp.proc.mark();
+    const r = await sendRequests(p1.dp.url, 8, { path: "/fleet/x" });
+    expect(r.failures).toEqual([]);
+    await p1.dp.proc.waitForMsg("passive health state changed", { target: dying.key, state: "ejected" }, { since: mark });
     // The fleet verdict reaches the idle node.
     await p3.dp.proc.waitForMsg("fleet verdict changed", { target: dying.key, down: true }, { since: mark3, timeoutMs: 20_000 });
     const r3 = await sendRequests(p3.dp.url, 10, { path: "/fleet/x" });
     expect(r3.failures).toEqual([]);
     expect(r3.byTarget).toEqual({ "fleet-good": 10 });
     const m3 = await scrape(p3.metricsUrl);
-    // Not a single attempt from the third node went to the dead target.
+    // Not a single attempt from the idle node went to the dead target.
     expect(series(m3, "gateway_upstream_requests_total", { backend: up.id, target: dying.key, code: "2xx" })).toBe(0);
     expect(series(m3, "gateway_upstream_failures_total", { backend: up.id, target: dying.key })).toBe(0);
     expect(series(m3, "gateway_target_state", { backend: up.id, target: dying.key, state: "unhealthy" })).toBe(1);
@@ -192,6 +190,6 @@ describe("with the real control plane", () => {
     expect(view.down).toBe(true);
     const byNode = new Map((view.nodes ?? []).map((n) => [n.node_id, n.passive_state]));
     expect(byNode.get("fleet-dp-1")).toBe("ejected");
-    expect(byNode.get("fleet-dp-2")).toBe("ejected");
+    expect(byNode.get("fleet-dp-2")).not.toBe("ejected");
   });
 });

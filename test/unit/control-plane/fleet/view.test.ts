@@ -1,3 +1,4 @@
+import { FLEET_MIN_VOTERS } from "../../../../control-plane/src/main.js";
 import { describe, expect, it } from "vitest";
 import { FleetView, isDown, voteOf, type PassiveState, type ProbeState, type TargetVerdict } from "../../../../control-plane/src/fleet/view.js";
 import { apiVerdict } from "../../../../control-plane/src/fleet/health-api.js";
@@ -251,5 +252,18 @@ describe("windowed stats", () => {
     expect(v.size().targets).toBe(1);
     expect(v.nodeViews("up_a", A)[0]).toMatchObject({ passiveState: "unknown", probeState: "unknown", vote: "abstain" });
     expect(v.backendStats("up_a", 60_000).targets.get(A)?.p99Ms).toBe(0);
+  });
+});
+
+describe("fleet verdict as the control plane configures it (minVoters 1)", () => {
+  const rows: { name: string; nodes: Seen[]; down: boolean }[] = [
+    { name: "the only node with traffic ejects it: the idle one learns it", nodes: [["ejected", "unknown", true], ["healthy", "unknown", false]], down: true },
+    { name: "one ejects, one with traffic sees it fine: no majority", nodes: [["ejected", "unknown", true], ["healthy", "unknown", true]], down: false },
+    { name: "nobody has evidence", nodes: [["healthy", "unknown", false], ["healthy", "unknown", false]], down: false },
+  ];
+  it.each(rows)("$name → down=$down", ({ nodes, down }) => {
+    const v = new FleetView({ minVoters: FLEET_MIN_VOTERS });
+    nodes.forEach(([passive, probe, traffic], i) => v.applyReport(`n${i}`, report([{ target: A, passive, probe, requests: traffic ? 10 : 0 }])));
+    expect(v.verdict("up_a", A)?.down).toBe(down);
   });
 });
