@@ -171,7 +171,14 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
   let admin: AdminServer | undefined;
   if (opts.metricsListen !== undefined) {
     const controlPlane = () => discovery.status();
-    const registry = createMetricsRegistry({ health, stats, configVersion: () => live.version, controlPlane, snapshots });
+    const registry = createMetricsRegistry({
+      health,
+      stats,
+      configVersion: () => live.version,
+      controlPlane,
+      snapshots,
+      countersFallback: () => counters?.fallback ?? false,
+    });
     try {
       admin = await listenAdmin(opts.metricsListen.host, opts.metricsListen.port, registry, { nodeId: opts.nodeId, version: () => live.version, controlPlane });
     } catch (err) {

@@ -30,12 +30,25 @@ let rule: RuleView;
 /** `gateway data-plane ... --redis URL [--redis-lease N]`, started and listening with its counters active. */
 async function startRedisDataPlane(nodeId: string, lease?: number): Promise<DataPlane> {
   const args = ["data-plane", "--listen", "127.0.0.1:0", "--control-plane", cp.url, "--node-id", nodeId, "--token", cp.nodeToken, "--redis", redis.url];
+  args.push("--metrics-listen", "127.0.0.1:0");
   if (lease !== undefined) args.push("--redis-lease", String(lease));
   const proc = spawnGateway(nodeId, args);
   // The data plane waits for Redis before it listens, so "active" comes first.
   await proc.waitForMsg("redis counters active", {}, { timeoutMs: 20_000 });
+  const metrics = await proc.waitForMsg("metrics listening", {}, { timeoutMs: 20_000 });
   const rec = await proc.waitForMsg("data plane listening", {}, { timeoutMs: 20_000 });
+  metricsUrls.set(nodeId, String(metrics.url));
   return new DataPlane(proc, String(rec.url), nodeId);
+}
+
+const metricsUrls = new Map<string, string>();
+
+/** The value of the data plane's gateway_counters_fallback gauge. */
+async function fallbackGauge(dp: DataPlane): Promise<number> {
+  const res = await httpRequest(`${metricsUrls.get(dp.nodeId)}/metrics`);
+  const m = /^gateway_counters_fallback (\d+)$/m.exec(res.text);
+  if (m === null) throw new Error(`no gateway_counters_fallback in /metrics of ${dp.nodeId}`);
+  return Number(m[1]);
 }
 
 /** `n` sequential requests, taking the data planes in turn; counts answers by target. */
@@ -118,9 +131,12 @@ describe("four data planes sharing Redis counters", () => {
       await loop.waitForMore(100);
       await redis.kill();
       await Promise.all(dps.map((dp, i) => dp.proc.waitForMsg("redis counters unavailable", {}, { since: marks[i] })));
+      // The fallback shows in the metrics too.
+      for (const dp of dps) expect(await fallbackGauge(dp)).toBe(1);
       await loop.waitForMore(400);
       await redis.restart();
       await Promise.all(dps.map((dp, i) => dp.proc.waitForMsg("redis counters recovered", {}, { since: marks[i] })));
+      for (const dp of dps) expect(await fallbackGauge(dp)).toBe(0);
       await loop.waitForMore(100);
     } finally {
       const result = await loop.stop();

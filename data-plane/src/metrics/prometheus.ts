@@ -46,6 +46,8 @@ export interface MetricsSources {
   readonly configVersion: () => bigint;
   readonly controlPlane: () => { connected: boolean; lastContactMs: number };
   readonly snapshots: { readonly applied: number; readonly refused: number };
+  /** Whether fleet-wide counters (Redis) are unavailable and picks fall back to random weighted. */
+  readonly countersFallback?: () => boolean;
 }
 
 /** Prometheus `le` bounds: 2^k ms for k from −1 to 16 (0.5 ms to 65.5 s), plus +Inf. */
@@ -161,6 +163,9 @@ export function createMetricsRegistry(src: MetricsSources, opts: { defaultMetric
     return [{ labels: {}, value: last === 0 ? -1 : Math.max(0, (Date.now() - last) / 1000) }];
   });
   add("gateway_config_version", "Configuration version applied", "gauge", () => [{ labels: {}, value: Number(src.configVersion()) }]);
+  add("gateway_counters_fallback", "1 while fleet-wide counters (Redis) are unavailable and picks are random weighted", "gauge", () => [
+    { labels: {}, value: src.countersFallback?.() ? 1 : 0 },
+  ]);
   add("gateway_config_snapshots_total", "Snapshots applied and refused", "counter", () => [
     { labels: { result: "applied" }, value: src.snapshots.applied },
     { labels: { result: "refused" }, value: src.snapshots.refused },
