@@ -20,7 +20,7 @@
 // every second. The admin listener (/metrics) is on and scraped once per run, as Prometheus would.
 // Access logging is off (its default).
 //
-// Rows: "baseline" (the minimal undici proxy), "forward" (forward() alone, test/bench/forward.mjs),
+// Rows: "direct" (no proxy: the load generator on the target; CPU is the target's), "baseline" (the minimal undici proxy), "forward" (forward() alone, test/bench/forward.mjs),
 // "gateway" (the full data plane on the split rule /bench/*), "gw-plain" (the same data plane on
 // /plain/*, a rule without split rules: the difference is what split matching costs), "nginx".
 // BENCH_KINDS=gateway,nginx runs a subset (the baseline always runs); BENCH_CPU_PROF=dir profiles
@@ -303,7 +303,8 @@ async function main() {
   }
   // BENCH_KINDS=baseline,gateway runs only those (the baseline is always run: ratios need it).
   const only = process.env.BENCH_KINDS?.split(",");
-  const kinds = ["baseline", "forward", "gateway", "gw-plain", ...(nginx ? ["nginx"] : [])].filter((k) => k === "baseline" || only === undefined || only.includes(k));
+  // "direct": the load generator on the target itself, no proxy (the ceiling; its CPU column is the target's).
+  const kinds = ["direct", "baseline", "forward", "gateway", "gw-plain", ...(nginx ? ["nginx"] : [])].filter((k) => k === "baseline" || only === undefined || only.includes(k));
   const perRun = seconds + 2 + 3;
   const watchdog = setTimeout(
     () => {
@@ -339,7 +340,8 @@ async function main() {
       for (let round = 0; round < pairs; round++) {
         for (const kind of kinds) {
           let proxy;
-          if (kind === "baseline") proxy = await startIpc(here, ["baseline", origin], proxyCpu);
+          if (kind === "direct") proxy = target;
+          else if (kind === "baseline") proxy = await startIpc(here, ["baseline", origin], proxyCpu);
           else if (kind === "forward") proxy = await startIpc(forwardBench, ["ours", origin], proxyCpu);
           else if (kind === "nginx") proxy = await startNginx(target.port, proxyCpu, dir);
           else proxy = await startFullDataPlane(cp, version, proxyCpu, n++);
@@ -357,7 +359,7 @@ async function main() {
               `p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(7)} ms  ` +
               `${r.cpuUsPerReq.toFixed(1).padStart(6)} µs CPU/req  (errors ${r.failed}, non-200 ${r.bad})`,
           );
-          await stopChild(proxy.child, kind.startsWith("g") ? "SIGTERM" : "SIGINT");
+          if (kind !== "direct") await stopChild(proxy.child, kind.startsWith("g") ? "SIGTERM" : "SIGINT");
         }
       }
     }
