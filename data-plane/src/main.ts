@@ -135,6 +135,10 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
         return report;
       },
       onFleetHealth: (fleet) => health.applyFleetHealth(fleet),
+      onDeltaRefused: (version, error) => {
+        snapshots.refused++;
+        log.warn({ version: String(version), served: String(live.version), err: error }, "refused delta; asking for a full snapshot");
+      },
       applySnapshot: (snapshot) => {
         try {
           live.apply(snapshot);

@@ -18,6 +18,8 @@ export interface DiscoveryHandlers {
   applySnapshot(snapshot: Snapshot): void;
   /** Version currently served (0 if none), sent in Hello so an up-to-date node gets no push. */
   appliedVersion(): bigint;
+  /** A delta that does not apply to the served version (a full snapshot follows the NACK). */
+  onDeltaRefused?(version: bigint, error: string): void;
   /** The fleet's verdicts and load. */
   onFleetHealth?(health: FleetHealth): void;
   /** Builds the periodic report. */
@@ -207,7 +209,14 @@ export class DiscoveryClient {
             const version = push.value.version;
             got = true;
             try {
-              const next = push.case === "snapshot" ? ResourceSet.of(push.value) : this.resources.apply(push.value);
+              let next: ResourceSet;
+              try {
+                next = push.case === "snapshot" ? ResourceSet.of(push.value) : this.resources.apply(push.value);
+              } catch (err) {
+                // A delta from another base: the NACK makes the control plane send a full snapshot.
+                this.handlers.onDeltaRefused?.(version, err instanceof Error ? err.message : String(err));
+                throw err;
+              }
               this.handlers.applySnapshot(push.case === "snapshot" ? push.value : next.snapshot());
               this.resources = next;
               send(create(StreamRequestSchema, { kind: { case: "ack", value: { version, nonce: res.nonce } } }));
