@@ -3,7 +3,9 @@
  * compile and keeps serving the previous one, and data planes keep serving while the control plane
  * is killed, then reconnect to its restart, which resumes the store and versions where they were.
  */
+import { create } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { StreamResponseSchema } from "../../proto/gen/gateway/v1/discovery_pb.js";
 import { GatewayApi, type RuleView, type TenantCreds } from "../support/api.js";
 import { buildSnapshot, FakeControlPlane, type FakeStream } from "../support/fake-control-plane.js";
 import { restartControlPlane, startControlPlane, startDataPlane, type ControlPlane, type DataPlane } from "../support/processes.js";
@@ -76,6 +78,28 @@ describe("NACK: a data plane refuses a snapshot it cannot compile", () => {
     expect(answer.error).toContain("rule/rule_nack.upstream_id");
     expect(answer.error).toContain("up_missing");
     expect((await sendRequests(dp.url, 5, { path: "/svc/b" })).byTarget).toEqual({ old: 5 });
+  });
+
+  it("NACKs a delta computed from another version (logged and counted), and applies one from its own", async () => {
+    const newRule = buildSnapshot(9n, { rules: [goodRule(newTarget.url)] }).resources;
+    const delta = (nonce: string, baseVersion: bigint) =>
+      create(StreamResponseSchema, { nonce, kind: { case: "delta", value: { baseVersion, version: 9n, upserted: newRule, removed: [] } } });
+    const answerTo = (nonce: string) => stream.waitForRequest((r) => (r.kind.case === "ack" || r.kind.case === "nack") && r.kind.value.nonce === nonce);
+
+    const mark = dp.proc.mark();
+    stream.send(delta("delta-wrong-base", 7n));
+    const refused = await answerTo("delta-wrong-base");
+    expect(refused.kind.case).toBe("nack");
+    expect(refused.kind.case === "nack" && refused.kind.value.error).toMatch(/delta from version 7 does not apply to version 1/);
+    const log = await dp.proc.waitForMsg("refused delta", {}, { since: mark });
+    expect(log.served).toBe("1");
+    expect((await sendRequests(dp.url, 5, { path: "/svc/c" })).byTarget).toEqual({ old: 5 });
+
+    stream.send(delta("delta-right-base", 1n));
+    const applied = await answerTo("delta-right-base");
+    expect(applied.kind.case).toBe("ack");
+    await dp.waitForApplied(9n);
+    expect((await sendRequests(dp.url, 5, { path: "/svc/d" })).byTarget).toEqual({ new: 5 });
   });
 
   it("still ACKs and applies the next valid snapshot after refusing two", async () => {
