@@ -75,72 +75,180 @@ class Slot<T extends RouteSpec> {
   }
 }
 
-class TrieNode<T extends RouteSpec> {
-  children: Map<number, TrieNode<T>> | undefined;
-  exact: Slot<T> | undefined;
-  prefix: Slot<T> | undefined;
+/** Children whose first-character codes span at most this many values sit in a dense array. */
+const DENSE_SPAN = 128;
+const SLASH = 47;
 
-  child(code: number): TrieNode<T> {
-    this.children ??= new Map();
-    let next = this.children.get(code);
-    if (next === undefined) {
-      next = new TrieNode<T>();
-      this.children.set(code, next);
-    }
-    return next;
+/** A node of the radix tree: every rule key ends at a node, so prefix candidates are only here. */
+class RadixNode<T extends RouteSpec> {
+  exact: Slot<T> | undefined = undefined;
+  prefix: Slot<T> | undefined = undefined;
+  /** Prefix slot of this key + "/", which also serves this key ("/api/*" serves "/api"). */
+  slashPrefix: Slot<T> | undefined = undefined;
+  /** First character code of table[0]; children found by `code - lo`, one array load per branch. */
+  lo = 0;
+  table: (RadixNode<T> | undefined)[] = noChildren();
+  /** Children when their first characters are too far apart for a dense array (non-ASCII paths). */
+  wide: Map<number, RadixNode<T>> | undefined = undefined;
+  /** label.length, kept beside the node: a one-character edge (common) never loads its label. */
+  readonly labelLength: number;
+
+  constructor(
+    /** Edge label from the parent: the key's characters after the parent's key (root: ""). */
+    readonly label: string,
+  ) {
+    this.labelLength = label.length;
+  }
+
+  child(code: number): RadixNode<T> | undefined {
+    const k = code - this.lo;
+    if (k >= 0 && k < this.table.length) return this.table[k];
+    return this.wide === undefined ? undefined : this.wide.get(code);
   }
 }
 
-const SLASH = 47;
+/**
+ * An empty children array of the same elements kind as the filled ones (objects), so the load in
+ * `child` sees one array shape on every node.
+ */
+function noChildren<T extends RouteSpec>(): (RadixNode<T> | undefined)[] {
+  const a: (RadixNode<T> | undefined)[] = [undefined];
+  a.length = 0;
+  return a;
+}
 
-/** Path table of one host level: a character trie with exact and prefix slots. */
+/** Rules that end at one key while the table is being built. */
+interface KeySlots<T extends RouteSpec> {
+  exact: Slot<T> | undefined;
+  prefix: Slot<T> | undefined;
+}
+
+/**
+ * Path table of one host level: a radix tree whose edges carry string labels, so a lookup
+ * touches only branch points (a few per request) instead of one node per character. Rules are
+ * collected by key while the Router is built, then compile() builds the tree once.
+ */
 class PathTable<T extends RouteSpec> {
-  private readonly root = new TrieNode<T>();
-  // Reused across lookups: matching is synchronous, so one scratch stack per table is safe.
-  private stack: TrieNode<T>[] = [];
+  private readonly keys = new Map<string, KeySlots<T>>();
+  private root = new RadixNode<T>("");
+  // Prefix slots along the path, reused across lookups: matching is synchronous, so one scratch
+  // stack per table is safe. Holds at most one slot per prefix key.
+  private stack: Slot<T>[] = [];
 
   add(route: T, hostLabel: string): void {
     const isPrefix = route.path.endsWith("*");
     const key = isPrefix ? route.path.slice(0, -1) : route.path;
-    let node = this.root;
-    for (let i = 0; i < key.length; i++) node = node.child(key.charCodeAt(i));
+    let slots = this.keys.get(key);
+    if (slots === undefined) {
+      slots = { exact: undefined, prefix: undefined };
+      this.keys.set(key, slots);
+    }
     const where = `host ${hostLabel} path ${route.path}`;
-    if (isPrefix) (node.prefix ??= new Slot<T>()).add(route, where);
-    else (node.exact ??= new Slot<T>()).add(route, where);
-    if (this.stack.length < key.length + 2) this.stack = new Array(key.length + 2);
+    if (isPrefix) (slots.prefix ??= new Slot<T>()).add(route, where);
+    else (slots.exact ??= new Slot<T>()).add(route, where);
+  }
+
+  /** Builds the tree from the collected keys; called once after the last add(). */
+  compile(): void {
+    const keys = [...this.keys.keys()].sort(); // by UTF-16 code units, as charCodeAt compares
+    let prefixes = 0;
+    for (const slots of this.keys.values()) if (slots.prefix !== undefined) prefixes++;
+    this.stack = new Array<Slot<T>>(prefixes);
+    this.root = keys.length === 0 ? new RadixNode<T>("") : this.build(keys, 0, keys.length, 0, "");
+  }
+
+  /** Node for keys[lo..hi), which share their first `depth` characters (the node's key). */
+  private build(keys: string[], lo: number, hi: number, depth: number, label: string): RadixNode<T> {
+    const node = new RadixNode<T>(label);
+    let g = lo;
+    if (keys[g].length === depth) {
+      // Sorted: a key that is this node's key itself comes first.
+      const slots = this.keys.get(keys[g])!;
+      node.exact = slots.exact;
+      node.prefix = slots.prefix;
+      g++;
+    }
+    const children: RadixNode<T>[] = [];
+    while (g < hi) {
+      const code = keys[g].charCodeAt(depth);
+      let h = g + 1;
+      while (h < hi && keys[h].charCodeAt(depth) === code) h++;
+      // In sorted order the group's common prefix is that of its first and last key.
+      const first = keys[g];
+      const last = keys[h - 1];
+      const max = Math.min(first.length, last.length);
+      let d = depth + 1;
+      while (d < max && first.charCodeAt(d) === last.charCodeAt(d)) d++;
+      children.push(this.build(keys, g, h, d, first.slice(depth, d)));
+      g = h;
+    }
+    if (children.length === 0) return node;
+    const lowest = children[0].label.charCodeAt(0);
+    const span = children[children.length - 1].label.charCodeAt(0) - lowest + 1;
+    if (span <= DENSE_SPAN) {
+      const table: (RadixNode<T> | undefined)[] = noChildren();
+      for (let k = 0; k < span; k++) table.push(undefined);
+      for (const c of children) table[c.label.charCodeAt(0) - lowest] = c;
+      node.lo = lowest;
+      node.table = table;
+    } else {
+      node.wide = new Map(children.map((c) => [c.label.charCodeAt(0), c]));
+    }
+    const slashChild = node.child(SLASH);
+    if (slashChild !== undefined && slashChild.label === "/") node.slashPrefix = slashChild.prefix;
+    return node;
   }
 
   /** Best route for the path (pathEnd excludes the query string), 405 answer, or undefined. */
   match(path: string, pathEnd: number, method: string): T | MethodNotAllowed | undefined {
     const stack = this.stack;
     let depth = 0;
-    let node: TrieNode<T> | undefined = this.root;
-    if (node.prefix !== undefined) stack[depth++] = node;
-    let i = 0;
-    for (; i < pathEnd; i++) {
-      node = node.children?.get(path.charCodeAt(i));
-      if (node === undefined) break;
-      if (node.prefix !== undefined && depth < stack.length) stack[depth++] = node;
+    let node = this.root;
+    let i = 0; // node's key is path[0, i)
+    // When the path ends: the prefix slot of path + "/" if that key exists, and whether the path
+    // itself is a key's node (else it ended inside an edge or left the tree).
+    let slash: Slot<T> | undefined;
+    let atNode = false;
+    for (;;) {
+      if (node.prefix !== undefined) stack[depth++] = node.prefix;
+      if (i === pathEnd) {
+        atNode = true;
+        slash = node.slashPrefix;
+        break;
+      }
+      const next = node.child(path.charCodeAt(i));
+      if (next === undefined) break;
+      const length = next.labelLength;
+      const end = i + length;
+      if (end > pathEnd) {
+        // The path ends inside this edge; if only a final "/" is left, next's key is path + "/".
+        const label = next.label;
+        if (end === pathEnd + 1 && label.charCodeAt(length - 1) === SLASH && sameChars(path, i, label, length - 1)) {
+          slash = next.prefix;
+        }
+        break;
+      }
+      // The first character chose the edge; longer labels compare the rest.
+      if (length > 1 && !sameChars(path, i, next.label, length)) break;
+      node = next;
+      i = end;
     }
     // Candidates from most to least specific; the first that allows the method wins, else the
     // most specific refusal answers 405.
     let firstRefusal: MethodNotAllowed | undefined;
-    if (node !== undefined && i === pathEnd) {
-      if (node.exact !== undefined) {
-        const picked = node.exact.pick(method);
-        if (!(picked instanceof MethodNotAllowed)) return picked;
-        firstRefusal = picked;
-      }
-      // "/api/*" also serves "/api".
-      const slashChild = node.children?.get(SLASH);
-      if (slashChild?.prefix !== undefined) {
-        const picked = slashChild.prefix.pick(method);
-        if (!(picked instanceof MethodNotAllowed)) return picked;
-        firstRefusal ??= picked;
-      }
+    if (atNode && node.exact !== undefined) {
+      const picked = node.exact.pick(method);
+      if (!(picked instanceof MethodNotAllowed)) return picked;
+      firstRefusal = picked;
+    }
+    if (slash !== undefined) {
+      const picked = slash.pick(method);
+      if (!(picked instanceof MethodNotAllowed)) return picked;
+      firstRefusal ??= picked;
     }
     while (depth > 0) {
-      const slot = stack[--depth].prefix!;
+      const slot = stack[--depth];
+      if (slot.any !== undefined) return slot.any; // the common rule without methods
       const picked = slot.pick(method);
       if (!(picked instanceof MethodNotAllowed)) return picked;
       firstRefusal ??= picked;
@@ -149,13 +257,36 @@ class PathTable<T extends RouteSpec> {
   }
 }
 
+/** Whether path[at + 1, at + n) equals label[1, n) (the first character chose the edge). */
+function sameChars(path: string, at: number, label: string, n: number): boolean {
+  for (let j = 1; j < n; j++) if (path.charCodeAt(at + j) !== label.charCodeAt(j)) return false;
+  return true;
+}
+
+/**
+ * Hash of host[from, end), the same for a wildcard's suffix and a request host's, so finding the
+ * wildcard table needs no `host.slice` per request. Kept within small-integer range.
+ */
+function suffixHash(host: string, from: number): number {
+  let h = 0x811c9dc5;
+  for (let i = from; i < host.length; i++) h = Math.imul(h ^ host.charCodeAt(i), 0x01000193);
+  return h & 0x3fffffff;
+}
+
+/** Path table of the wildcard "*" + suffix (suffix ".example.com"). */
+interface WildcardTable<T extends RouteSpec> {
+  readonly suffix: string;
+  readonly table: PathTable<T>;
+}
+
 /** Result of a lookup: the rule, a 405, or undefined for 404. */
 export type MatchResult<T> = T | MethodNotAllowed | undefined;
 
 /** Immutable routing table over a set of rules. */
 export class Router<T extends RouteSpec> {
   private readonly exactHosts = new Map<string, PathTable<T>>();
-  private readonly wildcardHosts = new Map<string, PathTable<T>>();
+  /** Wildcard tables by suffixHash of their suffix (with the leading dot); collisions share a list. */
+  private readonly wildcardHosts = new Map<number, WildcardTable<T>[]>();
   private readonly anyHost = new PathTable<T>();
   private readonly hasWildcards: boolean;
   /** False when no rule names a host: the proxy then need not parse the Host header at all. */
@@ -163,6 +294,7 @@ export class Router<T extends RouteSpec> {
 
   /** Builds the table; throws RouteConflictError when two rules claim the same key. */
   constructor(routes: readonly T[]) {
+    const wildcards = new Map<string, PathTable<T>>();
     for (const route of routes) {
       if (route.hosts.length === 0) {
         this.anyHost.add(route, "*");
@@ -170,7 +302,7 @@ export class Router<T extends RouteSpec> {
       }
       for (const host of route.hosts) {
         const wildcard = host.startsWith("*.");
-        const map = wildcard ? this.wildcardHosts : this.exactHosts;
+        const map = wildcard ? wildcards : this.exactHosts;
         const key = wildcard ? host.slice(1) : host; // ".example.com"
         let table = map.get(key);
         if (table === undefined) {
@@ -180,7 +312,16 @@ export class Router<T extends RouteSpec> {
         table.add(route, host);
       }
     }
-    this.hasWildcards = this.wildcardHosts.size > 0;
+    this.anyHost.compile();
+    for (const table of this.exactHosts.values()) table.compile();
+    for (const [suffix, table] of wildcards) {
+      table.compile();
+      const hash = suffixHash(suffix, 0);
+      const list = this.wildcardHosts.get(hash);
+      if (list === undefined) this.wildcardHosts.set(hash, [{ suffix, table }]);
+      else list.push({ suffix, table });
+    }
+    this.hasWildcards = wildcards.size > 0;
     this.usesHosts = this.exactHosts.size > 0 || this.hasWildcards;
   }
 
@@ -199,16 +340,27 @@ export class Router<T extends RouteSpec> {
       }
     }
     if (this.hasWildcards) {
-      const dot = host.indexOf(".");
-      if (dot > 0) {
-        const table = this.wildcardHosts.get(host.slice(dot));
-        if (table !== undefined) {
-          const r = table.match(url, pathEnd, method);
-          if (r !== undefined) return r;
-        }
+      const table = this.wildcardTable(host);
+      if (table !== undefined) {
+        const r = table.match(url, pathEnd, method);
+        if (r !== undefined) return r;
       }
     }
     return this.anyHost.match(url, pathEnd, method);
+  }
+
+  /** Table of the wildcard covering the host's first label ("*.example.com" for "eu.example.com"). */
+  private wildcardTable(host: string): PathTable<T> | undefined {
+    const dot = host.indexOf(".");
+    if (dot <= 0) return undefined;
+    const list = this.wildcardHosts.get(suffixHash(host, dot));
+    if (list === undefined) return undefined;
+    const length = host.length - dot;
+    for (let k = 0; k < list.length; k++) {
+      const w = list[k];
+      if (w.suffix.length === length && host.startsWith(w.suffix, dot)) return w.table;
+    }
+    return undefined;
   }
 }
 
