@@ -9,7 +9,7 @@ import {
 } from "../../../proto/gen/gateway/v1/tenant_pb.js";
 import { RuleSchema, type Rule } from "../../../proto/gen/gateway/v1/rule_pb.js";
 import { UpstreamSchema, type Upstream } from "../../../proto/gen/gateway/v1/upstream_pb.js";
-import { compileSnapshot } from "../../../data-plane/src/config/compile.js";
+import { compileSnapshot, type CompiledConfig } from "../../../data-plane/src/config/compile.js";
 import { ConfigError, DuplicateRouteError } from "../../../data-plane/src/config/errors.js";
 import { targetKey, validateRule, validateTenant, validateUpstream, ADMIN_STATES } from "../../../data-plane/src/config/validate.js";
 import { StoreConflictError, StoreUnavailableError, type ConfigStore, type Mutation } from "../store/store.js";
@@ -25,6 +25,8 @@ import { ConfigState, encodeMessage, type StoredApiKey } from "./state.js";
 export class ConfigApi {
   private state: ConfigState;
   private writeChain: Promise<unknown> = Promise.resolve();
+  /** The last accepted candidate, compiled: the base for compiling the next one incrementally. */
+  private compiled: CompiledConfig | undefined;
   private readonly listeners = new Set<(state: ConfigState) => void>();
   private readonly unsubscribe: () => void;
   private readonly unsubscribeReload: () => void;
@@ -85,9 +87,10 @@ export class ConfigApi {
         const base = this.state;
         const { mutations, result } = plan(base);
         const candidate = base.with(base.version + 1n, mutations);
-        checkCandidate(candidate, mutations);
+        const compiled = checkCandidate(candidate, mutations, this.compiled);
         try {
           const version = await this.store.commit(base.version, mutations);
+          this.compiled = compiled;
           this.advance(base.version + 1n === version ? candidate : this.state);
           return result(version, this.state);
         } catch (err) {
@@ -407,9 +410,11 @@ function invalidArgument<T>(fn: () => T): T {
  * Compiles the candidate configuration exactly as a data plane would. Errors about the resources
  * being written are reported relative to their body (`upstream_id: ...`), others with their name.
  */
-function checkCandidate(candidate: ConfigState, mutations: readonly Mutation[]): void {
+function checkCandidate(candidate: ConfigState, mutations: readonly Mutation[], previous: CompiledConfig | undefined): CompiledConfig {
   try {
-    compileSnapshot(candidate.snapshot());
+    // Unchanged resources are reused from the last accepted candidate (by id and revision), so a
+    // write costs about what it changes, not the size of the whole configuration.
+    return compileSnapshot(candidate.snapshot(), previous);
   } catch (err) {
     if (err instanceof DuplicateRouteError) throw duplicateRoute(err, mutations);
     if (!(err instanceof ConfigError)) throw err;
