@@ -1,6 +1,7 @@
 import type { Rule } from "../../../proto/gen/gateway/v1/rule_pb.js";
 import type { Upstream } from "../../../proto/gen/gateway/v1/upstream_pb.js";
 import { targetKey } from "../../../data-plane/src/config/validate.js";
+import { murmur3 } from "../../../data-plane/src/balancer/hash.js";
 
 /**
  * Which data planes actively probe which targets. With many data planes, probing every target from
@@ -58,18 +59,9 @@ export function probedTargets(config: { readonly upstreams: ReadonlyMap<string, 
   return out;
 }
 
-/** 32-bit string hash (Murmur3-style mixing over UTF-16 code units). */
+/** 32-bit string hash: the data plane's MurmurHash3, so both planes hash ids alike. */
 export function hash32(s: string, seed = 0x9747b28c): number {
-  let h = seed >>> 0;
-  for (let i = 0; i < s.length; i++) {
-    let k = Math.imul(s.charCodeAt(i), 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-  }
-  return fmix32(h ^ s.length);
+  return murmur3(s, seed);
 }
 
 /** Murmur3's finaliser: a bijection on 32 bits with full avalanche. */

@@ -28,6 +28,7 @@ import {
   type StoreState,
   type StoredResource,
 } from "./store.js";
+import { toMutation } from "./mutation.js";
 
 /** Tuning and reporting for a FileStore. */
 export interface FileStoreOptions {
@@ -94,12 +95,6 @@ const MAX_CHECKPOINT_BYTES = 0xffff_ffff;
 
 const DEFAULT_COMPACT_AFTER_BYTES = 4 * 1024 * 1024;
 const DEFAULT_COMPACT_AFTER_RECORDS = 10_000;
-
-/** Fails to compile when store.ts gains a kind this file does not accept yet. */
-const KINDS = { tenant: true, apikey: true, rule: true, upstream: true, rollout: true } satisfies Record<
-  ResourceKind,
-  true
->;
 
 /** Data directories (real paths) this process holds or is opening: the pid in LOCK cannot tell. */
 const heldDirs = new Set<string>();
@@ -380,19 +375,6 @@ function positiveInteger(value: number | undefined, fallback: number, name: stri
   return value;
 }
 
-/** Validates a mutation at the edge and copies it, so the store holds nothing a caller can change. */
-function toMutation(value: unknown, where: string): Mutation {
-  if (typeof value !== "object" || value === null) throw new TypeError(`${where}: must be an object`);
-  const { op, kind, id, data } = value as Record<string, unknown>;
-  if (typeof kind !== "string" || !Object.hasOwn(KINDS, kind)) {
-    throw new TypeError(`${where}.kind: unknown resource kind ${JSON.stringify(kind)}`);
-  }
-  if (typeof id !== "string") throw new TypeError(`${where}.id: must be a string`);
-  if (op === "delete") return Object.freeze({ op, kind: kind as ResourceKind, id });
-  if (op !== "put") throw new TypeError(`${where}.op: must be "put" or "delete", got ${JSON.stringify(op)}`);
-  if (typeof data !== "string") throw new TypeError(`${where}.data: must be a string`);
-  return Object.freeze({ op, kind: kind as ResourceKind, id, data });
-}
 
 function applyMutation(resources: Map<string, StoredResource>, version: bigint, m: Mutation): void {
   const key = resourceKey(m.kind, m.id);

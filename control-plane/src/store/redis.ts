@@ -43,6 +43,7 @@ import {
   type StoreState,
   type StoredResource,
 } from "./store.js";
+import { KINDS, toMutation } from "./mutation.js";
 
 /** Tuning and reporting for a RedisStore. */
 export interface RedisStoreOptions {
@@ -130,9 +131,6 @@ const DEFAULT_WAIT_TIMEOUT_MS = 1_000;
 const READ_BATCH = 1_000;
 /** Our own bound on a command, over ioredis's commandTimeout (which a cluster may retry past). */
 const BOUND_GRACE_MS = 500;
-
-/** Fails to compile when store.ts gains a kind this file does not accept yet. */
-const KINDS = { tenant: true, apikey: true, rule: true, upstream: true, rollout: true } satisfies Record<ResourceKind, true>;
 
 /** The keys for a prefix: the prefix itself is the hash tag, unless it already contains one. */
 export function redisStoreKeys(prefix: string = DEFAULT_PREFIX): RedisStoreKeys {
@@ -705,19 +703,6 @@ function parseEntry(id: string, fields: readonly string[], key: string): CommitE
   }
 }
 
-/** Validates a mutation at the edge and copies it, so nothing a caller holds can change it later. */
-function toMutation(value: unknown, where: string): Mutation {
-  if (typeof value !== "object" || value === null) throw new TypeError(`${where}: must be an object`);
-  const { op, kind, id, data } = value as Record<string, unknown>;
-  if (typeof kind !== "string" || !Object.hasOwn(KINDS, kind)) {
-    throw new TypeError(`${where}.kind: unknown resource kind ${JSON.stringify(kind)}`);
-  }
-  if (typeof id !== "string") throw new TypeError(`${where}.id: must be a string`);
-  if (op === "delete") return Object.freeze({ op, kind: kind as ResourceKind, id });
-  if (op !== "put") throw new TypeError(`${where}.op: must be "put" or "delete", got ${JSON.stringify(op)}`);
-  if (typeof data !== "string") throw new TypeError(`${where}.data: must be a string`);
-  return Object.freeze({ op, kind: kind as ResourceKind, id, data });
-}
 
 function positiveInteger(value: number | undefined, fallback: number, name: string): number {
   if (value === undefined) return fallback;
