@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
@@ -8,6 +9,7 @@ import { ConfigServiceImpl } from "./config/connect-service.js";
 import { loadOrCreateSecret } from "./config/secrets.js";
 import { NodeRegistry } from "./discovery/nodes.js";
 import { SnapshotCache } from "./discovery/snapshot-cache.js";
+import { grpcStreamHandler } from "./discovery/grpc-stream.js";
 import { DiscoveryServer } from "./discovery/stream.js";
 import { Fleet } from "./fleet/fleet.js";
 import { RolloutApi } from "./rollout/api.js";
@@ -97,11 +99,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     onReport: (n, report) => fleet.report(n, report),
   });
   const shutdown = new AbortController();
+  // Every Connect stream listens on this one signal: thousands of listeners are expected.
+  setMaxListeners(0, shutdown.signal);
   const connect = connectNodeAdapter({
     routes: routes(new ConfigServiceImpl(api, auth, nodes, fleet), discovery, new RolloutServiceImpl(rolloutApi, auth)),
     shutdownSignal: shutdown.signal,
   });
   const rest = restHandler(api, auth, nodes, fleet, rolloutApi);
+  // Data planes' gRPC discovery streams are served on the raw HTTP/2 stream; Connect serves the rest.
+  const claimHttp2Stream = grpcStreamHandler(discovery, shutdown.signal);
   const server = await listenDual(opts.host, opts.port, (req, res) => {
     rest(req, res).then(
       (handled) => {
@@ -112,7 +118,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
         res.destroy();
       },
     );
-  });
+  }, { claimHttp2Stream });
   const url = `http://${opts.host.includes(":") ? `[${opts.host}]` : opts.host}:${server.address.port}`;
   log.info({ url, version: String(api.current().version), dataDir: opts.dataDir, store: describeStore(opts.store, opts.dataDir) }, "control plane listening");
   rollouts.start();

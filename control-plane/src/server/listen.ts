@@ -1,7 +1,6 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { Duplex } from "node:stream";
 
 /**
  * One cleartext port for HTTP/2 (gRPC, Connect streaming) and HTTP/1.1 (curl, REST, Connect unary,
@@ -13,6 +12,8 @@ import { Duplex } from "node:stream";
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** How long HTTP/2 sessions may finish their streams at shutdown. */
+const H2_GRACE_MS = 1_000;
 
 /** A running dual-protocol listener. */
 export interface DualServer {
@@ -22,44 +23,38 @@ export interface DualServer {
   close(graceMs?: number): Promise<void>;
 }
 
-/**
- * The http2 session reads from a net.Socket's native handle, so bytes already consumed while
- * sniffing would never reach it. A plain Duplex (which http2 wraps in a JS stream) replays them
- * first, then relays the socket both ways.
- */
-function replaying(socket: net.Socket, head: Buffer): Duplex {
-  const duplex = new Duplex({
-    read() {
-      socket.resume();
-    },
-    write(chunk: Buffer, _enc, cb) {
-      socket.write(chunk, cb);
-    },
-    final(cb) {
-      socket.end();
-      cb();
-    },
-    destroy(err, cb) {
-      socket.destroy(err ?? undefined);
-      cb(err);
-    },
-  });
-  duplex.push(head);
-  socket.on("data", (chunk: Buffer) => {
-    if (!duplex.push(chunk)) socket.pause();
-  });
-  socket.on("end", () => duplex.push(null));
-  socket.on("close", () => duplex.destroy());
-  return duplex;
+/** Options of listenDual. */
+export interface DualServerOptions {
+  /**
+   * Sees every HTTP/2 stream before the request handler and may claim it (serve it on the raw
+   * stream, without the compatibility request and response objects) by returning true.
+   */
+  readonly claimHttp2Stream?: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
 }
 
-export async function listenDual(host: string, port: number, handler: Handler): Promise<DualServer> {
+export async function listenDual(host: string, port: number, handler: Handler, options: DualServerOptions = {}): Promise<DualServer> {
   const h1 = http.createServer({ keepAliveTimeout: 65_000 }, handler as http.RequestListener);
   // h1 never listens itself (connections are handed to it), and Node starts tracking its connections
   // only on "listening": without this, closeIdleConnections() is a no-op (an idle keep-alive client
   // holds shutdown for the whole grace period) and headersTimeout/requestTimeout are not enforced.
   h1.emit("listening");
+  // Node's HTTP/2 defaults suit many long-lived discovery streams: no cap on concurrent streams per
+  // session (maxConcurrentStreams 2^32-1), and maxSessionMemory (10 MB) counts data queued on a
+  // session's streams, which refuses new streams on it while exceeded; a data plane has one stream
+  // per connection, and discovery/grpc-stream.ts writes big pushes in slices so that even hundreds
+  // of multiplexed streams stay under it (test/bench/fanout.mjs runs 200 per connection).
   const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+  const claim = options.claimHttp2Stream;
+  if (claim !== undefined) {
+    // The compatibility layer is the server's own 'stream' listener (it builds the request and
+    // response objects and emits 'request'): run it only for the streams not claimed.
+    const compat = h2.listeners("stream") as ((...args: unknown[]) => void)[];
+    h2.removeAllListeners("stream");
+    h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+      if (claim(stream, headers)) return;
+      for (const l of compat) l.call(h2, stream, headers, ...rest);
+    });
+  }
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.Http2Session>();
   h2.on("session", (s) => {
@@ -79,15 +74,17 @@ export async function listenDual(host: string, port: number, handler: Handler): 
       if (isH2 && seen.length < PREFACE.length) return;
       socket.removeListener("data", onData);
       socket.pause();
+      // Both servers get the socket itself with the sniffed bytes unshifted back. The http parser
+      // reads through the stream interface once 'data' listeners exist; an http2 session reads
+      // what is already buffered on the socket before its native handle (nodejs/node#34532), so
+      // no JS stream relays every frame in between.
+      socket.unshift(seen);
       if (isH2) {
-        h2.emit("connection", replaying(socket, seen));
+        h2.emit("connection", socket);
       } else {
-        // The http parser reads through the stream interface once 'data' listeners exist, so
-        // unshifted bytes are seen.
-        socket.unshift(seen);
         h1.emit("connection", socket);
+        socket.resume();
       }
-      socket.resume();
     };
     socket.on("data", onData);
     socket.on("error", () => socket.destroy());
@@ -107,6 +104,13 @@ export async function listenDual(host: string, port: number, handler: Handler): 
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
       h1.closeIdleConnections();
       for (const s of sessions) s.close();
+      // HTTP/2 carries the data planes' discovery streams: they never end on their own and a data
+      // plane resumes from its version on another replica or after restart, so they get a short
+      // grace (a stream parked behind a peer that stopped reading would otherwise hold shutdown).
+      const h2Deadline = setTimeout(() => {
+        for (const s of sessions) s.destroy();
+      }, Math.min(graceMs, H2_GRACE_MS));
+      h2Deadline.unref();
       const deadline = setTimeout(() => {
         for (const s of sessions) s.destroy();
         h1.closeAllConnections();
@@ -119,6 +123,7 @@ export async function listenDual(host: string, port: number, handler: Handler): 
         await new Promise((r) => setTimeout(r, 20));
       }
       clearTimeout(deadline);
+      clearTimeout(h2Deadline);
       h1.close(); // stops h1's connection-checking timer
       await closed;
     },
