@@ -1,7 +1,7 @@
 import type { Rule } from "../../../proto/gen/gateway/v1/rule_pb.js";
 import type { Upstream } from "../../../proto/gen/gateway/v1/upstream_pb.js";
 import { targetKey } from "../../../data-plane/src/config/validate.js";
-import { murmur3 } from "../../../data-plane/src/balancer/hash.js";
+import { fmix32, murmur3 } from "../../../data-plane/src/balancer/hash.js";
 
 /**
  * Which data planes actively probe which targets. With many data planes, probing every target from
@@ -62,16 +62,6 @@ export function probedTargets(config: { readonly upstreams: ReadonlyMap<string, 
 /** 32-bit string hash: the data plane's MurmurHash3, so both planes hash ids alike. */
 export function hash32(s: string, seed = 0x9747b28c): number {
   return murmur3(s, seed);
-}
-
-/** Murmur3's finaliser: a bijection on 32 bits with full avalanche. */
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
 }
 
 /**

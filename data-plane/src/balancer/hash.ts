@@ -20,6 +20,16 @@ function mixBlock(h: number, k: number): number {
   return (Math.imul(h, 5) + 0xe6546b64) | 0;
 }
 
+/** MurmurHash3's finaliser: a bijection on 32 bits with full avalanche (also used to mix ids' hashes). */
+export function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
 /** 32-bit MurmurHash3 of the UTF-8 encoding of `input`; stable across processes, versions and platforms. */
 export function murmur3(input: string, seed = 0): number {
   let h = seed | 0;
@@ -94,13 +104,7 @@ export function murmur3(input: string, seed = 0): number {
     k = (k << 15) | (k >>> 17);
     h ^= Math.imul(k, C2);
   }
-  h ^= length;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(h ^ length);
 }
 
 /**
@@ -112,11 +116,5 @@ export function murmur3Words(a: number, b: number, c: number, seed = 0): number 
   let h = mixBlock(seed | 0, a | 0);
   h = mixBlock(h, b | 0);
   h = mixBlock(h, c | 0);
-  h ^= 12;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(h ^ 12);
 }
