@@ -4,45 +4,30 @@
  * INFO commandstats), and the range it returns is handed out in request order.
  */
 import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { RedisServer } from "./redis-server.js";
-import { closeSources, countingSources, until } from "./sources.js";
+import { countingSources, until, useRedisServer } from "./sources.js";
 
-let server: RedisServer;
-let inspect: Redis;
-
-beforeAll(async () => {
-  server = await RedisServer.start();
-  inspect = server.client();
-});
-afterAll(async () => {
-  await closeSources();
-  await server.stop();
-});
-beforeEach(async () => {
-  await inspect.flushall();
-  await inspect.config("RESETSTAT");
-});
-afterEach(closeSources);
+const redis = useRedisServer();
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 describe("coalescing", () => {
   it("turns 100 concurrent picks on one node into one INCRBY and hands out 0..99 in order", async () => {
-    const [{ source }] = await countingSources(server.url, 1);
+    const [{ source }] = await countingSources(redis.server.url, 1);
     const picks = Array.from({ length: 100 }, () => source.next("gw:seq:{c1}:1", 10));
     expect(picks.every((p) => p instanceof Promise)).toBe(true);
     expect(await Promise.all(picks)).toEqual(Array.from({ length: 100 }, (_, i) => i));
-    expect(await RedisServer.incrbyCalls(inspect)).toBe(1);
+    expect(await RedisServer.incrbyCalls(redis.inspect)).toBe(1);
     expect(source.stats).toMatchObject({ incrbyCommands: 1, roundTrips: 1, countedPicks: 100, fallbackPicks: 0 });
-    expect(await inspect.get("gw:seq:{c1}:1")).toBe("100");
+    expect(await redis.inspect.get("gw:seq:{c1}:1")).toBe("100");
   });
 
   it("folds picks that arrive while the key's round trip is in flight into the next single INCRBY", async () => {
     // A generous timeout: the server is paused on purpose and this is not a failure.
-    const [{ source }] = await countingSources(server.url, 1, { commandTimeoutMs: 30_000 });
+    const [{ source }] = await countingSources(redis.server.url, 1, { commandTimeoutMs: 30_000 });
     // Writes (INCRBY) wait at the server until UNPAUSE; this client's CLIENT commands do not.
-    await inspect.call("CLIENT", "PAUSE", "60000", "WRITE");
+    await redis.inspect.call("CLIENT", "PAUSE", "60000", "WRITE");
     try {
       const first = source.next("gw:seq:{c2}:1", 10);
       await until(() => source.stats.roundTrips === 1, "the first INCRBY to be sent");
@@ -53,35 +38,35 @@ describe("coalescing", () => {
       }
       // Five turns of the loop passed, but the key's round trip is still out: nothing else was sent.
       expect(source.stats.roundTrips).toBe(1);
-      await inspect.call("CLIENT", "UNPAUSE");
+      await redis.inspect.call("CLIENT", "UNPAUSE");
       expect(await Promise.all([first, ...later])).toEqual(Array.from({ length: 51 }, (_, i) => i));
     } finally {
-      await inspect.call("CLIENT", "UNPAUSE");
+      await redis.inspect.call("CLIENT", "UNPAUSE");
     }
-    expect(await RedisServer.incrbyCalls(inspect)).toBe(2);
+    expect(await RedisServer.incrbyCalls(redis.inspect)).toBe(2);
     expect(source.stats).toMatchObject({ incrbyCommands: 2, roundTrips: 2, countedPicks: 51 });
   });
 
   it("sends the keys flushed together in one pipeline (one round trip, one INCRBY per key)", async () => {
-    const [{ source }] = await countingSources(server.url, 1);
+    const [{ source }] = await countingSources(redis.server.url, 1);
     const keys = ["gw:seq:{a}:1", "gw:seq:{b}:1", "gw:seq:{c}:1"];
     const picks = keys.flatMap((k) => [source.next(k, 5), source.next(k, 5)]);
     expect(await Promise.all(picks)).toEqual([0, 1, 0, 1, 0, 1]);
     expect(source.stats).toMatchObject({ roundTrips: 1, incrbyCommands: 3 });
-    expect(await RedisServer.incrbyCalls(inspect)).toBe(3);
+    expect(await RedisServer.incrbyCalls(redis.inspect)).toBe(3);
   });
 
   it("continues one sequence across nodes: each range is used once, in the order the server granted it", async () => {
-    const [a, b] = await countingSources(server.url, 2);
+    const [a, b] = await countingSources(redis.server.url, 2);
     const fromA = await Promise.all(Array.from({ length: 30 }, () => a.source.next("gw:seq:{shared}:1", 10)));
     const fromB = await Promise.all(Array.from({ length: 30 }, () => b.source.next("gw:seq:{shared}:1", 10)));
     expect(fromA).toEqual(Array.from({ length: 30 }, (_, i) => i));
     expect(fromB).toEqual(Array.from({ length: 30 }, (_, i) => 30 + i));
-    expect(await RedisServer.incrbyCalls(inspect)).toBe(2);
+    expect(await RedisServer.incrbyCalls(redis.inspect)).toBe(2);
   });
 
   it("in lease mode holds up to `lease` positions and answers from them synchronously, topping up at half", async () => {
-    const [{ source }] = await countingSources(server.url, 1, { lease: 10 });
+    const [{ source }] = await countingSources(redis.server.url, 1, { lease: 10 });
     const first = source.next("gw:seq:{lease}:1", 10);
     expect(first).toBeInstanceOf(Promise);
     expect(await first).toBe(0);
@@ -97,6 +82,6 @@ describe("coalescing", () => {
     // Never more than 10 held: reserved minus handed out stays within the lease.
     await until(() => source.stats.incrbyCommands === 3, "the next top-up");
     expect(source.stats.reservedPositions - source.stats.countedPicks).toBeLessThanOrEqual(10);
-    expect(await inspect.get("gw:seq:{lease}:1")).toBe(String(source.stats.reservedPositions));
+    expect(await redis.inspect.get("gw:seq:{lease}:1")).toBe(String(source.stats.reservedPositions));
   });
 });

@@ -5,7 +5,7 @@
  * with per-node sequences they do not.
  */
 import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { CompiledConfig, CompiledTarget } from "../../../../data-plane/src/config/compile.js";
 import { LocalSequenceSource } from "../../../../data-plane/src/counters/local.js";
 import type { SequenceSource } from "../../../../data-plane/src/counters/source.js";
@@ -13,24 +13,9 @@ import { chooseBackend, pickTarget } from "../../../../data-plane/src/proxy/sele
 import { fakeView } from "../split/fake-view.js";
 import { compile, nameOf, route, splitRule, upstream, weightedRule } from "./config.js";
 import { RedisServer } from "./redis-server.js";
-import { closeSources, countingSources, seeded, tally } from "./sources.js";
+import { countingSources, seeded, tally, useRedisServer } from "./sources.js";
 
-let server: RedisServer;
-let inspect: Redis;
-
-beforeAll(async () => {
-  server = await RedisServer.start();
-  inspect = server.client();
-});
-afterAll(async () => {
-  await closeSources();
-  await server.stop();
-});
-beforeEach(async () => {
-  await inspect.flushall();
-  await inspect.config("RESETSTAT");
-});
-afterEach(closeSources);
+const redis = useRedisServer();
 
 /** One data plane: its own compiled snapshot and its own source (undefined: local rotation). */
 interface Node {
@@ -54,7 +39,7 @@ const canary9010 = () => compile(7n, [{ revision: 7n, value: weightedRule("r", {
 
 describe("exact weighted split across data planes sharing Redis", () => {
   it("4 nodes, 1,000 sequential requests spread unevenly over them at 90/10: exactly 900/100, and 9/1 in every cycle of 10", async () => {
-    const sources = await countingSources(server.url, 4);
+    const sources = await countingSources(redis.server.url, 4);
     const fleet = nodes(4, canary9010, sources.map((s) => s.source));
     const random = seeded(4);
     const seen: string[] = [];
@@ -64,12 +49,12 @@ describe("exact weighted split across data planes sharing Redis", () => {
   });
 
   it("4 nodes, 1,000 concurrent requests interleaved over them: exactly 900/100 with a handful of INCRBYs", async () => {
-    const sources = await countingSources(server.url, 4);
+    const sources = await countingSources(redis.server.url, 4);
     const fleet = nodes(4, canary9010, sources.map((s) => s.source));
     const seen = await Promise.all(Array.from({ length: 1000 }, (_, i) => request(fleet[i % 4], "r")));
     expect(tally(seen)).toEqual({ stable: 900, canary: 100 });
     // One INCRBY per node for the whole burst.
-    expect(await RedisServer.incrbyCalls(inspect)).toBe(4);
+    expect(await RedisServer.incrbyCalls(redis.inspect)).toBe(4);
   });
 
   it("splits a traffic_split rule's choices exactly too (90/10 between upstreams v1 and v2, 9/1 in every cycle)", async () => {
@@ -78,7 +63,7 @@ describe("exact weighted split across data planes sharing Redis", () => {
         { revision: 2n, value: upstream("v1", ["a"]) },
         { revision: 3n, value: upstream("v2", ["b"]) },
       ]);
-    const sources = await countingSources(server.url, 4);
+    const sources = await countingSources(redis.server.url, 4);
     const fleet = nodes(4, build, sources.map((s) => s.source));
     const random = seeded(9);
     const seen: string[] = [];
@@ -92,7 +77,7 @@ describe("exact weighted split across data planes sharing Redis", () => {
   });
 
   it("keeps retries on the local rotation: a pick that avoids a target never consumes a fleet position", async () => {
-    const [{ source }] = await countingSources(server.url, 1);
+    const [{ source }] = await countingSources(redis.server.url, 1);
     const config = canary9010();
     const backend = route(config, "r").backend;
     const stable = backend.targets.find((t) => nameOf(t.key) === "stable")!;
@@ -124,7 +109,7 @@ describe("sparse traffic over many nodes (20 nodes, 99/1, 5 requests per node pe
   });
 
   it("with one sequence in Redis the canary gets exactly its share: 1 of each 100, 10 of 1,000", async () => {
-    const sources = await countingSources(server.url, 20);
+    const sources = await countingSources(redis.server.url, 20);
     const fleet = nodes(20, canary991, sources.map((s) => s.source));
     expect(await run(fleet, 1)).toEqual({ stable: 99, canary: 1 });
     expect(await run(fleet, 9)).toEqual({ stable: 891, canary: 9 });
@@ -134,7 +119,7 @@ describe("sparse traffic over many nodes (20 nodes, 99/1, 5 requests per node pe
 describe("lease mode", () => {
   it("uses every position once across nodes, and stays within nodes × lease of the exact split", async () => {
     const lease = 10;
-    const sources = await countingSources(server.url, 4, { lease });
+    const sources = await countingSources(redis.server.url, 4, { lease });
     const fleet = nodes(4, canary9010, sources.map((s) => s.source));
     const seen: string[] = [];
     for (let i = 0; i < 1000; i++) seen.push(await request(fleet[i % 4], "r"));
@@ -145,8 +130,8 @@ describe("lease mode", () => {
     const reserved = sources.reduce((n, s) => n + s.source.stats.reservedPositions, 0);
     expect(reserved).toBeGreaterThanOrEqual(1000);
     expect(reserved).toBeLessThanOrEqual(1000 + 4 * lease);
-    expect(Number(await inspect.get("gw:seq:{rule/r}:7"))).toBe(reserved);
+    expect(Number(await redis.inspect.get("gw:seq:{rule/r}:7"))).toBe(reserved);
     // Far fewer round trips than picks: one block per 10 picks or so per node, not one per pick.
-    expect(await RedisServer.incrbyCalls(inspect)).toBeLessThanOrEqual(1000 / lease + 4 * 2);
+    expect(await RedisServer.incrbyCalls(redis.inspect)).toBeLessThanOrEqual(1000 / lease + 4 * 2);
   });
 });

@@ -2,8 +2,11 @@
  * Redis sequence sources for the tests: created against the test's own redis-server, with
  * recorded state changes, and closed (every one of them) at teardown.
  */
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, beforeEach } from "vitest";
 import { RedisSequenceSource, type RedisSequenceOptions } from "../../../../data-plane/src/counters/redis.js";
 import type { SequenceState } from "../../../../data-plane/src/counters/source.js";
+import { RedisServer } from "./redis-server.js";
 
 /** A source plus the state changes it reported. */
 export interface TestSource {
@@ -74,4 +77,27 @@ export function seeded(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/**
+ * One redis-server for a test file: started before its tests, flushed with statistics reset before
+ * each, sources closed after each, stopped at the end. The fields are set once the file's
+ * beforeAll ran, so read them inside tests.
+ */
+export function useRedisServer(): { server: RedisServer; inspect: Redis } {
+  const ctx = {} as { server: RedisServer; inspect: Redis };
+  beforeAll(async () => {
+    ctx.server = await RedisServer.start();
+    ctx.inspect = ctx.server.client();
+  });
+  afterAll(async () => {
+    await closeSources();
+    await ctx.server.stop();
+  });
+  beforeEach(async () => {
+    await ctx.inspect.flushall();
+    await ctx.inspect.config("RESETSTAT");
+  });
+  afterEach(closeSources);
+  return ctx;
 }
